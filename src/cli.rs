@@ -1,0 +1,236 @@
+//! The command line (clap): `toolkit run | check | equations`. Flag values are validated
+//! here and errors name the flag.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::output::{self, Format};
+use crate::pipeline::{self, PointResult, RunOptions, ToolkitError};
+use crate::solve::sweep::{linspace, run_segments};
+use crate::syntax::{Item, SettingValue};
+
+#[derive(Debug, Parser)]
+#[command(name = "toolkit", version, about = "Sharp asymptotics of high-dimensional learning models from .lra model files")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Solve the saddle-point equations and print order parameters and observables.
+    Run(RunArgs),
+    /// Parse and type-check a model file (and its imports) without solving.
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    pub file: PathBuf,
+    /// Override a param: NAME=VALUE (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Sweep a param: NAME=START:STOP:COUNT, or NAME alone for the range declared in the file.
+    #[arg(long, value_name = "NAME=START:STOP:COUNT")]
+    pub sweep: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Also write results here (sweeps: JSON Lines, one point per line as it finishes).
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Continue a sweep: keep the points already in --out and solve only the missing ones.
+    #[arg(long)]
+    pub resume: bool,
+    /// Solver setting KEY=VALUE (method, damping, tol, residual_tol, max_iter); overrides the file.
+    #[arg(long = "solver", value_name = "KEY=VALUE")]
+    pub solver: Vec<String>,
+    /// Skip the local-stability analysis of fixed points (saves one Hessian per fixed point).
+    #[arg(long)]
+    pub no_stability: bool,
+}
+
+fn flag_error(flag: &str, message: impl Into<String>) -> ToolkitError {
+    ToolkitError::Flag { flag: flag.to_string(), message: message.into() }
+}
+
+pub fn parse_assignments(values: &[String], flag: &str) -> Result<BTreeMap<String, f64>, ToolkitError> {
+    let mut out = BTreeMap::new();
+    for text in values {
+        let (name, value) = text.split_once('=').ok_or_else(|| flag_error(flag, format!("expected NAME=VALUE, found `{text}`")))?;
+        let number: f64 = value.trim().parse().map_err(|_| flag_error(&format!("{flag} {name}"), format!("`{value}` is not a number")))?;
+        if !number.is_finite() {
+            return Err(flag_error(&format!("{flag} {name}"), "the value must be finite"));
+        }
+        out.insert(name.trim().to_string(), number);
+    }
+    Ok(out)
+}
+
+fn parse_solver_settings(values: &[String]) -> Result<Vec<(String, SettingValue)>, ToolkitError> {
+    values
+        .iter()
+        .map(|text| {
+            let (key, value) = text.split_once('=').ok_or_else(|| flag_error("--solver", format!("expected KEY=VALUE, found `{text}`")))?;
+            let value = match value.trim().parse::<f64>() {
+                Ok(n) => SettingValue::Number(n),
+                Err(_) => SettingValue::Word(value.trim().to_string()),
+            };
+            Ok((key.trim().to_string(), value))
+        })
+        .collect()
+}
+
+/// The swept param and its values, from the flag or the file's `sweep` declaration.
+fn parse_sweep(text: &str, loaded: &pipeline::LoadedModel) -> Result<(String, Vec<f64>), ToolkitError> {
+    if let Some((name, range)) = text.split_once('=') {
+        let parts: Vec<&str> = range.split(':').collect();
+        if parts.len() != 3 {
+            return Err(flag_error("--sweep", format!("expected NAME=START:STOP:COUNT, found `{text}`")));
+        }
+        let start: f64 = parts[0].trim().parse().map_err(|_| flag_error("--sweep", format!("START `{}` is not a number", parts[0])))?;
+        let stop: f64 = parts[1].trim().parse().map_err(|_| flag_error("--sweep", format!("STOP `{}` is not a number", parts[1])))?;
+        let count: usize = parts[2].trim().parse().map_err(|_| flag_error("--sweep", format!("COUNT `{}` is not a whole number", parts[2])))?;
+        if count == 0 || !start.is_finite() || !stop.is_finite() {
+            return Err(flag_error("--sweep", "COUNT must be at least 1 and START, STOP finite"));
+        }
+        return Ok((name.trim().to_string(), linspace(start, stop, count)));
+    }
+    let declared = loaded.file.items.iter().find_map(|i| match i {
+        Item::Sweep(s) if s.param.name == text.trim() => Some(s),
+        _ => None,
+    });
+    match declared {
+        Some(s) => Ok((s.param.name.clone(), linspace(s.start, s.stop, s.count))),
+        None => Err(flag_error("--sweep", format!("`{}` declares no `sweep {text} = ...`; give NAME=START:STOP:COUNT", loaded.path.display()))),
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), ToolkitError> {
+    std::fs::write(path, text).map_err(|e| flag_error("--out", format!("cannot write `{}`: {e}", path.display())))
+}
+
+/// Points already present in a JSON Lines file (for --resume), by the swept value.
+fn resumed_points(path: &Path, swept: &str) -> Vec<(f64, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    text.lines()
+        .filter_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            let x = value.get("params")?.get(swept)?.as_f64()?;
+            Some((x, line.to_string()))
+        })
+        .collect()
+}
+
+pub fn run(args: RunArgs) -> Result<String, ToolkitError> {
+    let loaded = pipeline::load(&args.file)?;
+    let mut overrides = parse_assignments(&args.set, "--set")?;
+    loaded.check_overrides(&overrides)?;
+    let options = RunOptions { solver: parse_solver_settings(&args.solver)?, stability: !args.no_stability };
+
+    let Some(sweep) = &args.sweep else {
+        if args.resume {
+            return Err(flag_error("--resume", "only sweeps can be resumed; add --sweep"));
+        }
+        let point = pipeline::solve(&loaded, &overrides, &options, &[])?;
+        let text = match args.format {
+            Format::Table => output::table(&point),
+            Format::Json => output::json_line(&point) + "\n",
+            Format::Csv => output::csv(std::slice::from_ref(&point)),
+        };
+        if let Some(path) = &args.out {
+            write_file(path, &text)?;
+        }
+        return Ok(text);
+    };
+
+    let (swept, values) = parse_sweep(sweep, &loaded)?;
+    let mut probe = overrides.clone();
+    probe.insert(swept.clone(), values[0]);
+    loaded.check_overrides(&probe).map_err(|_| flag_error("--sweep", format!("`{swept}` is not a param of `{}`", args.file.display())))?;
+    overrides.remove(&swept);
+
+    let previous = match (&args.out, args.resume) {
+        (Some(path), true) => resumed_points(path, &swept),
+        (None, true) => return Err(flag_error("--resume", "needs --out, the file to continue")),
+        _ => Vec::new(),
+    };
+    let already_done = |i: usize| previous.iter().any(|(x, _)| (x - values[i]).abs() <= 1e-12 * (1.0 + x.abs()));
+    let sink = match &args.out {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(args.resume)
+                .truncate(!args.resume)
+                .open(path)
+                .map_err(|e| flag_error("--out", format!("cannot open `{}`: {e}", path.display())))?;
+            Some(Mutex::new(file))
+        }
+        None => None,
+    };
+    let progress = ProgressBar::new(values.len() as u64);
+    progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} points  {elapsed_precise} (eta {eta})").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    progress.inc((0..values.len()).filter(|&i| already_done(i)).count() as u64);
+
+    let solve_one = |value: f64, warm: &[Vec<f64>]| {
+        let mut point_overrides = overrides.clone();
+        point_overrides.insert(swept.clone(), value);
+        pipeline::solve(&loaded, &point_overrides, &options, warm)
+    };
+    let on_done = |_: usize, result: &Result<PointResult, ToolkitError>| {
+        if let (Some(sink), Ok(point)) = (&sink, result) {
+            if let Ok(mut file) = sink.lock() {
+                let _ = writeln!(file, "{}", output::json_line(point));
+                let _ = file.flush();
+            }
+        }
+        progress.inc(1);
+    };
+    let results = run_segments(&values, &already_done, &solve_one, &|p: &PointResult| p.all_unknowns.clone(), &on_done);
+    progress.finish_and_clear();
+
+    let mut points = Vec::new();
+    let mut failures = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Some(Ok(p)) => points.push(p),
+            Some(Err(e)) => failures.push(format!("{swept} = {}: {e}", values[i])),
+            None => {}
+        }
+    }
+    let mut text = match args.format {
+        Format::Table => output::sweep_table(&points, &swept),
+        Format::Json => points.iter().map(|p| output::json_line(p) + "\n").collect(),
+        Format::Csv => output::csv(&points),
+    };
+    if !previous.is_empty() {
+        text.push_str(&format!("({} points resumed from {})\n", previous.len(), args.out.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
+    }
+    if !failures.is_empty() {
+        return Err(ToolkitError::Solve {
+            path: args.file.clone(),
+            params: format!("sweep over {swept}"),
+            message: format!("{} of {} points failed (the others are {}):\n{}\n{text}", failures.len(), values.len(), if args.out.is_some() { "in --out" } else { "printed below" }, failures.join("\n")),
+        });
+    }
+    Ok(text)
+}
+
+pub fn check(file: &Path) -> Result<String, ToolkitError> {
+    let loaded = pipeline::load(file)?;
+    pipeline::check(&loaded)?;
+    Ok(format!("{}: ok\n", file.display()))
+}
+
+/// Run a parsed command line; the text to print, or an error to render.
+pub fn execute(cli: Cli) -> Result<String, ToolkitError> {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check { file } => check(&file),
+    }
+}

@@ -1,0 +1,217 @@
+//! Inner minimisation `min_h F(h; p)` (Moreau envelopes, proximal operators).
+//! The minimiser is found in f64: guarded Newton (Hessian eigenvalues replaced by their
+//! absolute values, floored) with backtracking, from every declared start, zero and the
+//! previous minimiser at the same integration node; the lowest value wins. It is then
+//! lifted into the caller's number type by one implicit-function step
+//! `h = h* - F_hh^-1 (grad_h F(h*, p) - its real part)`, which gives the minimiser's exact
+//! first derivatives; the minimum value's derivatives follow (envelope theorem at first
+//! order, the IFT correction at second order). Iterations are never differentiated.
+
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use num_dual::{Dual, HyperDual64};
+
+use super::tape::{run_plain, MinimizerCache};
+use super::{EvalError, Number};
+use crate::ir::{MinimizeBlock, Slot};
+
+const MAX_NEWTON_STEPS: usize = 100;
+
+/// The f64 objective of one minimisation at fixed outer inputs.
+struct Objective<'a> {
+    block: &'a MinimizeBlock,
+    /// Scratch register file (full size: body slots are global indices).
+    registers: Vec<HyperDual64>,
+    plain: Vec<f64>,
+}
+
+impl<'a> Objective<'a> {
+    fn new<D: Number>(block: &'a MinimizeBlock, outer: &[D]) -> Self {
+        let mut registers = vec![HyperDual64::from(0.0); outer.len()];
+        let mut plain = vec![0.0; outer.len()];
+        for &s in &block.inputs {
+            registers[s] = HyperDual64::from(outer[s].re());
+            plain[s] = outer[s].re();
+        }
+        Objective { block, registers, plain }
+    }
+
+    fn value(&mut self, h: &[f64]) -> Result<f64, EvalError> {
+        for (slot, &v) in self.block.variable.iter().zip(h) {
+            self.plain[*slot] = v;
+        }
+        run_plain(&self.block.body, &mut self.plain)?;
+        Ok(self.plain[self.block.objective])
+    }
+
+    /// Value, gradient and Hessian from k(k+1)/2 hyper-dual passes.
+    fn second_order(&mut self, h: &[f64]) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
+        let k = h.len();
+        let mut gradient = DVector::zeros(k);
+        let mut hessian = DMatrix::zeros(k, k);
+        let mut value = 0.0;
+        for i in 0..k {
+            for j in i..k {
+                for (d, (slot, &v)) in self.block.variable.iter().zip(h).enumerate() {
+                    let e1 = if d == i { 1.0 } else { 0.0 };
+                    let e2 = if d == j { 1.0 } else { 0.0 };
+                    self.registers[*slot] = HyperDual64::new(v, e1, e2, 0.0);
+                }
+                run_plain(&self.block.body, &mut self.registers)?;
+                let f = self.registers[self.block.objective];
+                value = f.re;
+                if i == j {
+                    gradient[i] = f.eps1;
+                }
+                hessian[(i, j)] = f.eps1eps2;
+                hessian[(j, i)] = f.eps1eps2;
+            }
+        }
+        Ok((value, gradient, hessian))
+    }
+}
+
+/// Newton direction with the Hessian made positive definite (|eigenvalues|, floored).
+fn guarded_direction(gradient: &DVector<f64>, hessian: &DMatrix<f64>) -> DVector<f64> {
+    let eigen = SymmetricEigen::new(hessian.clone());
+    let largest = eigen.eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let floor = (1e-8 * largest).max(1e-12);
+    let projected = eigen.eigenvectors.transpose() * gradient;
+    let scaled = DVector::from_iterator(
+        projected.len(),
+        projected.iter().zip(eigen.eigenvalues.iter()).map(|(p, l)| -p / l.abs().max(floor)),
+    );
+    &eigen.eigenvectors * scaled
+}
+
+struct Local {
+    point: Vec<f64>,
+    value: f64,
+    gradient_norm: f64,
+}
+
+fn newton(objective: &mut Objective, start: &[f64]) -> Result<Local, EvalError> {
+    let mut x = start.to_vec();
+    let mut gradient_norm = f64::INFINITY;
+    let mut value = f64::INFINITY;
+    for _ in 0..MAX_NEWTON_STEPS {
+        let (f, g, h) = objective.second_order(&x)?;
+        value = f;
+        gradient_norm = g.amax();
+        if !f.is_finite() || gradient_norm <= 1e-11 * (1.0 + f.abs()) {
+            break;
+        }
+        let direction = guarded_direction(&g, &h);
+        let slope = g.dot(&direction);
+        let mut step = 1.0;
+        let mut accepted = false;
+        while step > 1e-12 {
+            let trial: Vec<f64> = x.iter().zip(direction.iter()).map(|(a, d)| a + step * d).collect();
+            let trial_value = objective.value(&trial)?;
+            if trial_value <= f + 1e-4 * step * slope {
+                x = trial;
+                accepted = true;
+                break;
+            }
+            step *= 0.5;
+        }
+        if !accepted {
+            break;
+        }
+        let moved = step * direction.amax();
+        if moved <= 1e-15 * (1.0 + x.iter().fold(0.0f64, |m, v| m.max(v.abs()))) {
+            let (f, g, _) = objective.second_order(&x)?;
+            value = f;
+            gradient_norm = g.amax();
+            break;
+        }
+    }
+    Ok(Local { point: x, value, gradient_norm })
+}
+
+/// Global minimiser in f64 over all starting points.
+pub fn minimize<D: Number>(
+    block: &MinimizeBlock,
+    registers: &[D],
+    cache: &MinimizerCache,
+    node: usize,
+) -> Result<Vec<f64>, EvalError> {
+    let k = block.variable.len();
+    let mut objective = Objective::new(block, registers);
+    let mut starts: Vec<Vec<f64>> = Vec::with_capacity(block.starts.len() + 2);
+    if let Some(previous) = cache.get(node) {
+        starts.push(previous);
+    }
+    starts.extend(block.starts.iter().map(|slots| slots.iter().map(|s| registers[*s].re()).collect::<Vec<f64>>()));
+    starts.push(vec![0.0; k]);
+    let mut best: Option<Local> = None;
+    for start in &starts {
+        if start.iter().any(|v| !v.is_finite()) {
+            continue;
+        }
+        let local = newton(&mut objective, start)?;
+        // Strictly lower by a relative margin: ties keep the earlier (warm) start, so the
+        // chosen branch does not flicker between equal minima.
+        let better = match &best {
+            None => local.value.is_finite(),
+            Some(b) => local.value < b.value - 1e-13 * (1.0 + b.value.abs()),
+        };
+        if better {
+            best = Some(local);
+        }
+    }
+    let best = best.ok_or_else(|| EvalError::new("inner minimisation: the objective is not finite at any starting point"))?;
+    if best.gradient_norm > 1e-6 * (1.0 + best.value.abs()) {
+        return Err(EvalError::new(format!(
+            "inner minimisation did not converge: gradient norm {:.3e} at h = {:?}",
+            best.gradient_norm, best.point
+        )));
+    }
+    cache.set(node, &best.point);
+    Ok(best.point)
+}
+
+/// The minimiser as a number of type D: exact first derivatives through one implicit-function step.
+pub fn lift<D: Number>(block: &MinimizeBlock, registers: &[D], minimizer: &[f64]) -> Result<Vec<D>, EvalError> {
+    if D::NDERIV == 0 {
+        return Ok(minimizer.iter().map(|&v| D::from(v)).collect());
+    }
+    let k = minimizer.len();
+    // Hessian in f64 at the minimiser.
+    let mut objective = Objective::new(block, registers);
+    let (_, _, hessian) = objective.second_order(minimizer)?;
+    // Gradient in h of F(h*, p) with p carrying the caller's derivatives: k passes in Dual<D>.
+    let mut lifted_registers: Vec<Dual<D>> = vec![Dual::from_re(D::from(0.0)); registers.len()];
+    for &s in &block.inputs {
+        lifted_registers[s] = Dual::from_re(registers[s]);
+    }
+    let mut gradient: Vec<D> = Vec::with_capacity(k);
+    for i in 0..k {
+        for (d, (slot, &v)) in block.variable.iter().zip(minimizer).enumerate() {
+            lifted_registers[*slot] = Dual::new(D::from(v), D::from(if d == i { 1.0 } else { 0.0 }));
+        }
+        run_plain(&block.body, &mut lifted_registers)?;
+        let g = lifted_registers[block.objective].eps;
+        // Only the parameter dependence moves the minimiser; drop the real residual.
+        gradient.push(g - D::from(g.re()));
+    }
+    let eigen = SymmetricEigen::new(hessian);
+    let largest = eigen.eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let floor = (1e-10 * largest).max(1e-14);
+    let inverse = &eigen.eigenvectors
+        * DMatrix::from_diagonal(&eigen.eigenvalues.map(|l| if l.abs() < floor { 0.0 } else { 1.0 / l }))
+        * eigen.eigenvectors.transpose();
+    Ok((0..k)
+        .map(|i| {
+            let mut correction = D::from(0.0);
+            for (j, g) in gradient.iter().enumerate() {
+                correction += *g * inverse[(i, j)];
+            }
+            D::from(minimizer[i]) - correction
+        })
+        .collect())
+}
+
+#[allow(dead_code)]
+fn slots_real<D: Number>(registers: &[D], slots: &[Slot]) -> Vec<f64> {
+    slots.iter().map(|s| registers[*s].re()).collect()
+}

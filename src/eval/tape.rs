@@ -1,0 +1,293 @@
+//! Running a tape over any num-dual number type. Expectations loop over their node table
+//! (in parallel, in fixed chunks, so results do not depend on the thread count);
+//! minimisations solve in f64 and lift the minimiser into the number type through the
+//! implicit-function theorem (see `inner`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use num_dual::DualNum;
+use rayon::prelude::*;
+
+use super::inner;
+use super::nodes::{self, NodeTable};
+use super::{linalg, special, EvalError, Number};
+use crate::ir::*;
+
+/// Expectations with at least this many nodes run in parallel chunks of this size.
+const PARALLEL_CHUNK: usize = 512;
+
+/// Warm starts for inner minimisations: the last f64 minimiser at every integration node.
+pub struct MinimizerCache {
+    pub dimension: usize,
+    values: Vec<AtomicU64>,
+}
+
+impl MinimizerCache {
+    fn new(dimension: usize, nodes: usize) -> Self {
+        MinimizerCache { dimension, values: (0..dimension * nodes).map(|_| AtomicU64::new(f64::NAN.to_bits())).collect() }
+    }
+    pub fn get(&self, node: usize) -> Option<Vec<f64>> {
+        let start = node.checked_mul(self.dimension)?;
+        let slice = self.values.get(start..start + self.dimension)?;
+        let values: Vec<f64> = slice.iter().map(|v| f64::from_bits(v.load(Ordering::Relaxed))).collect();
+        values.iter().all(|v| v.is_finite()).then_some(values)
+    }
+    pub fn set(&self, node: usize, minimizer: &[f64]) {
+        let start = node * self.dimension;
+        if let Some(slice) = self.values.get(start..start + self.dimension) {
+            for (cell, v) in slice.iter().zip(minimizer) {
+                cell.store(v.to_bits(), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A program with its node tables and minimiser caches.
+pub struct Evaluator {
+    pub program: Program,
+    /// Node table of each expectation present in the program (sliced programs omit some).
+    pub tables: Vec<Option<NodeTable>>,
+    pub caches: Vec<MinimizerCache>,
+}
+
+impl Evaluator {
+    pub fn new(program: Program) -> Self {
+        let mut tables: Vec<Option<NodeTable>> = vec![None; program.expect_count];
+        collect_tables(&program.instrs, &mut tables);
+        let caches = program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect();
+        Evaluator { program, tables, caches }
+    }
+
+    /// Run the whole program on a register file whose unknown slots are already set.
+    pub fn run<D: Number>(&self, registers: &mut [D]) -> Result<(), EvalError> {
+        self.run_block(&self.program.instrs, registers, 0, true)
+    }
+
+    fn run_block<D: Number>(&self, instrs: &[Instr], registers: &mut [D], node: usize, parallel: bool) -> Result<(), EvalError> {
+        for instr in instrs {
+            match instr {
+                Instr::Expect(block) => self.expect(block, registers, node, parallel)?,
+                Instr::Minimize(block) => self.minimize(block, registers, node)?,
+                plain => step(plain, registers)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn expect<D: Number>(&self, block: &ExpectBlock, registers: &mut [D], node: usize, parallel: bool) -> Result<(), EvalError> {
+        let table = self.tables[block.id].as_ref().ok_or_else(|| EvalError::new("an expectation without its node table"))?;
+        let n = table.len();
+        let accumulate = |range: std::ops::Range<usize>, registers: &mut [D]| -> Result<Vec<D>, EvalError> {
+            let mut sums = vec![D::from(0.0); block.result.len()];
+            for i in range {
+                for (slot, &value) in block.node_slots.iter().zip(table.node(i)) {
+                    registers[*slot] = D::from(value);
+                }
+                self.run_block(&block.body, registers, node * n + i, false)?;
+                let mut weight = D::from(table.weights[i]);
+                if let Some(w) = block.weight {
+                    weight *= registers[w];
+                }
+                for (sum, slot) in sums.iter_mut().zip(&block.result) {
+                    *sum += weight * registers[*slot];
+                }
+            }
+            Ok(sums)
+        };
+        let sums = if parallel && n >= 2 * PARALLEL_CHUNK {
+            let chunks: Vec<std::ops::Range<usize>> =
+                (0..n).step_by(PARALLEL_CHUNK).map(|s| s..(s + PARALLEL_CHUNK).min(n)).collect();
+            let partial: Result<Vec<Vec<D>>, EvalError> = chunks
+                .into_par_iter()
+                .map(|range| {
+                    let mut local = registers.to_vec();
+                    accumulate(range, &mut local)
+                })
+                .collect();
+            // Summed in chunk order: the same bits whatever the number of threads.
+            let mut sums = vec![D::from(0.0); block.result.len()];
+            for chunk in partial? {
+                for (s, c) in sums.iter_mut().zip(chunk) {
+                    *s += c;
+                }
+            }
+            sums
+        } else {
+            accumulate(0..n, registers)?
+        };
+        for (slot, value) in block.dst.iter().zip(sums) {
+            registers[*slot] = value;
+        }
+        Ok(())
+    }
+
+    fn minimize<D: Number>(&self, block: &MinimizeBlock, registers: &mut [D], node: usize) -> Result<(), EvalError> {
+        let cache = &self.caches[block.id];
+        let minimizer = inner::minimize(block, registers, cache, node)?;
+        let lifted = inner::lift(block, registers, &minimizer)?;
+        for (slot, value) in block.variable.iter().zip(&lifted) {
+            registers[*slot] = *value;
+        }
+        if let Some(dst) = block.dst_value {
+            run_plain(&block.body, registers)?;
+            registers[dst] = registers[block.objective];
+        }
+        if let Some(dst) = &block.dst_argument {
+            for (slot, value) in dst.iter().zip(&lifted) {
+                registers[*slot] = *value;
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-scramble estimates of the expectations' contributions are not separable in
+    /// general; error estimates instead re-run the program on each scramble group alone.
+    pub fn restricted_to_group(&self, group: usize) -> Evaluator {
+        let tables = self
+            .tables
+            .iter()
+            .map(|t| {
+                let t = t.as_ref()?;
+                if t.groups <= 1 {
+                    return Some(t.clone());
+                }
+                let per = t.len() / t.groups;
+                let start = (group % t.groups) * per;
+                Some(NodeTable {
+                    dimension: t.dimension,
+                    nodes: t.nodes[start * t.dimension..(start + per) * t.dimension].to_vec(),
+                    weights: vec![1.0 / per as f64; per],
+                    groups: 1,
+                })
+            })
+            .collect();
+        let caches =
+            self.program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect();
+        Evaluator { program: self.program.clone(), tables, caches }
+    }
+
+    /// Largest number of independent scrambles among the expectations.
+    pub fn scramble_groups(&self) -> usize {
+        self.tables.iter().flatten().map(|t| t.groups).max().unwrap_or(1)
+    }
+}
+
+fn collect_tables(instrs: &[Instr], tables: &mut [Option<NodeTable>]) {
+    for instr in instrs {
+        match instr {
+            Instr::Expect(block) => {
+                tables[block.id] = Some(nodes::build(&block.components, block.rule));
+                collect_tables(&block.body, tables);
+            }
+            Instr::Minimize(block) => collect_tables(&block.body, tables),
+            _ => {}
+        }
+    }
+}
+
+/// A tape without expectations or minimisations (the body of a minimisation).
+pub fn run_plain<T: Number>(instrs: &[Instr], registers: &mut [T]) -> Result<(), EvalError> {
+    for instr in instrs {
+        step(instr, registers)?;
+    }
+    Ok(())
+}
+
+fn step<T: Number>(instr: &Instr, r: &mut [T]) -> Result<(), EvalError> {
+    match instr {
+        Instr::Const { dst, value } => r[*dst] = T::from(*value),
+        Instr::Copy { dst, src } => r[*dst] = r[*src],
+        Instr::Unary { op, dst, src } => r[*dst] = unary(*op, r[*src]),
+        Instr::Binary { op, dst, left, right } => {
+            let (a, b) = (r[*left], r[*right]);
+            r[*dst] = match op {
+                BinaryFn::Add => a + b,
+                BinaryFn::Sub => a - b,
+                BinaryFn::Mul => a * b,
+                BinaryFn::Div => a / b,
+                BinaryFn::Pow => a.powd(b),
+                BinaryFn::Max => {
+                    if a.re() >= b.re() {
+                        a
+                    } else {
+                        b
+                    }
+                }
+                BinaryFn::Min => {
+                    if a.re() <= b.re() {
+                        a
+                    } else {
+                        b
+                    }
+                }
+            }
+        }
+        Instr::PowI { dst, src, exponent } => r[*dst] = r[*src].powi(*exponent),
+        Instr::LogSumExp { dst, src } => {
+            let values: Vec<T> = src.iter().map(|s| r[*s]).collect();
+            r[*dst] = special::logsumexp(&values);
+        }
+        Instr::Matrix { op, size, src, dst } => {
+            let n = *size;
+            let m: Vec<T> = src.iter().map(|s| r[*s]).collect();
+            let failed = |what: &str| EvalError::new(format!("{what} of a {n}x{n} matrix failed (matrix {:?})", m.iter().map(|v| v.re()).collect::<Vec<_>>()));
+            let out: Vec<T> = match op {
+                MatrixFn::Inverse => linalg::inverse(&m, n).ok_or_else(|| failed("inverse"))?,
+                MatrixFn::Cholesky => linalg::cholesky(&m, n).ok_or_else(|| failed("Cholesky factorisation (not positive definite)"))?,
+                MatrixFn::SqrtSymmetric => linalg::sqrt_symmetric(&m, n).ok_or_else(|| failed("square root"))?,
+                MatrixFn::LogDet => vec![linalg::log_determinant(&m, n).ok_or_else(|| failed("log-determinant (singular)"))?],
+                MatrixFn::Det => vec![linalg::determinant(&m, n)],
+            };
+            for (slot, value) in dst.iter().zip(out) {
+                r[*slot] = value;
+            }
+        }
+        Instr::Expect(_) | Instr::Minimize(_) => {
+            return Err(EvalError::new("an expectation or minimisation inside a minimisation body"));
+        }
+    }
+    Ok(())
+}
+
+fn unary<T: Number>(op: UnaryFn, x: T) -> T {
+    match op {
+        UnaryFn::Neg => -x,
+        UnaryFn::Exp => x.exp(),
+        UnaryFn::Ln => x.ln(),
+        UnaryFn::Ln1p => x.ln_1p(),
+        UnaryFn::Sqrt => x.sqrt(),
+        UnaryFn::Abs => {
+            if x.re() < 0.0 {
+                -x
+            } else {
+                x
+            }
+        }
+        UnaryFn::Erf => special::erf(x),
+        UnaryFn::Erfc => special::erfc(x),
+        UnaryFn::GaussianTail => special::gaussian_tail(x),
+        UnaryFn::LogGaussianTail => special::log_gaussian_tail(x),
+        UnaryFn::GaussianPdf => special::gaussian_pdf(x),
+        UnaryFn::GaussianCdf => special::gaussian_cdf(x),
+        UnaryFn::Sigmoid => special::sigmoid(x),
+        UnaryFn::LogSigmoid => special::log_sigmoid(x),
+        UnaryFn::Softplus => special::softplus(x),
+        UnaryFn::Tanh => x.tanh(),
+        UnaryFn::LogCosh => special::log_cosh(x),
+        UnaryFn::Sin => x.sin(),
+        UnaryFn::Cos => x.cos(),
+        UnaryFn::Step => T::from(if x.re() > 0.0 { 1.0 } else { 0.0 }),
+        UnaryFn::Sign => T::from(if x.re() > 0.0 {
+            1.0
+        } else if x.re() < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }),
+    }
+}
+
+/// Guard used by `inner`: the real parts of some slots.
+pub fn real_parts<D: DualNum<Primitive = f64> + Copy>(registers: &[D], slots: &[Slot]) -> Vec<f64> {
+    slots.iter().map(|s| registers[*s].re()).collect()
+}

@@ -1,0 +1,307 @@
+//! Solving: the saddle-point equations dPhi/dtheta = 0 of a checked model, from several
+//! starting points; every distinct fixed point is reported with its free energy and local
+//! stability, and one is selected (lowest energy for ERM, highest free entropy for
+//! Bayes-optimal models). A start that does not converge is reported as such; a point where
+//! no start converged is an error.
+
+pub mod problem;
+pub mod solvers;
+pub mod sweep;
+
+use argmin::core::{Executor, State, TerminationReason, TerminationStatus};
+use serde::Serialize;
+
+use crate::syntax::{Objective, Setting, SettingValue};
+use crate::types::{Role, Shape};
+pub use problem::SaddleProblem;
+use solvers::{project, FixedPoint, Newton, Saddle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Method {
+    FixedPoint,
+    Newton,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SolverOptions {
+    pub method: Method,
+    pub damping: f64,
+    pub tolerance: f64,
+    pub max_iter: u64,
+    /// Largest |dPhi/dtheta| accepted at a reported fixed point.
+    pub residual_tolerance: f64,
+}
+
+impl Default for SolverOptions {
+    fn default() -> Self {
+        SolverOptions { method: Method::FixedPoint, damping: 0.5, tolerance: 1e-10, max_iter: 5000, residual_tolerance: 1e-7 }
+    }
+}
+
+impl SolverOptions {
+    /// Apply one `key = value` setting (from a `solve { }` block or `--solver key=value`).
+    pub fn apply(&mut self, key: &str, value: &SettingValue) -> Result<(), String> {
+        let number = |v: &SettingValue| match v {
+            SettingValue::Number(x) => Ok(*x),
+            SettingValue::Word(w) => Err(format!("`{key}` needs a number, found `{w}`")),
+        };
+        match key {
+            "method" => {
+                self.method = match value {
+                    SettingValue::Word(w) if w == "fixed_point" => Method::FixedPoint,
+                    SettingValue::Word(w) if w == "newton" => Method::Newton,
+                    _ => return Err("`method` is `fixed_point` or `newton`".into()),
+                }
+            }
+            "damping" => {
+                let d = number(value)?;
+                if !(d > 0.0 && d <= 1.0) {
+                    return Err(format!("`damping` must lie in (0, 1], found {d}"));
+                }
+                self.damping = d;
+            }
+            "tol" | "tolerance" => {
+                let t = number(value)?;
+                if !(t > 0.0) {
+                    return Err(format!("`tol` must be positive, found {t}"));
+                }
+                self.tolerance = t;
+            }
+            "residual_tol" => {
+                let t = number(value)?;
+                if !(t > 0.0) {
+                    return Err(format!("`residual_tol` must be positive, found {t}"));
+                }
+                self.residual_tolerance = t;
+            }
+            "max_iter" => {
+                let m = number(value)?;
+                if !(m >= 1.0) || m.fract() != 0.0 {
+                    return Err(format!("`max_iter` must be a whole number >= 1, found {m}"));
+                }
+                self.max_iter = m as u64;
+            }
+            other => return Err(format!("unknown solver setting `{other}` (method, damping, tol, residual_tol, max_iter)")),
+        }
+        Ok(())
+    }
+
+    pub fn from_settings(settings: &[&Setting]) -> Result<Self, Vec<(Setting, String)>> {
+        let mut options = SolverOptions::default();
+        let mut errors = Vec::new();
+        for s in settings {
+            if let Err(message) = options.apply(&s.key.name, &s.value) {
+                errors.push(((*s).clone(), message));
+            }
+        }
+        if errors.is_empty() {
+            Ok(options)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// One fixed point found from one start.
+#[derive(Debug, Clone, Serialize)]
+pub struct FixedPointReport {
+    pub start: String,
+    pub unknowns: Vec<f64>,
+    pub free_energy: f64,
+    pub iterations: u64,
+    pub residual: f64,
+    /// Spectral radius of the undamped alternating iteration at the fixed point.
+    pub iteration_spectral_radius: Option<f64>,
+    pub stable: Option<bool>,
+}
+
+/// A start that did not reach a fixed point.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedStart {
+    pub start: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Solution {
+    pub selected: FixedPointReport,
+    pub fixed_points: Vec<FixedPointReport>,
+    pub failed: Vec<FailedStart>,
+    pub terms: Vec<(String, f64)>,
+    pub observables: Vec<(String, Shape, Vec<f64>)>,
+    /// Half-width of the spread over independent quasi-Monte-Carlo scrambles, per observable.
+    pub integration_error: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SolveError {
+    #[error("no start converged to a fixed point:\n{0}")]
+    NotConverged(String),
+    #[error("{0}")]
+    Evaluation(String),
+}
+
+/// Default values for entries a start does not give.
+fn default_start(problem: &SaddleProblem, informed: bool) -> Vec<f64> {
+    let model = &problem.model;
+    (0..model.unknown_count())
+        .map(|i| {
+            let positive = !matches!(model.unknown_domains[i], crate::syntax::Domain::Real | crate::syntax::Domain::Integer);
+            match (model.unknown_roles[i], positive, informed) {
+                (_, true, _) => 1.0,
+                (Role::Order, false, true) => 0.5,
+                (Role::Conjugate, false, true) => 1.0,
+                (_, false, false) => 0.0,
+            }
+        })
+        .collect()
+}
+
+/// The named starting points of a model: its `start` blocks, or informed and uninformed defaults.
+pub fn model_starts(problem: &SaddleProblem) -> Vec<(String, Vec<f64>)> {
+    let model = &problem.model;
+    if model.starts.is_empty() {
+        return vec![
+            ("informed".to_string(), default_start(problem, true)),
+            ("uninformed".to_string(), default_start(problem, false)),
+        ];
+    }
+    let base = default_start(problem, true);
+    model
+        .starts
+        .iter()
+        .map(|(name, values)| (name.clone(), values.iter().zip(&base).map(|(v, b)| v.unwrap_or(*b)).collect()))
+        .collect()
+}
+
+fn run_solver(problem: &SaddleProblem, start: &[f64], options: &SolverOptions) -> Result<(Vec<f64>, u64), String> {
+    let mut x0 = start.to_vec();
+    project(&mut x0, &problem.model.unknown_domains);
+    let state = match options.method {
+        Method::FixedPoint => Executor::new(Saddle(problem), FixedPoint { damping: options.damping, tolerance: options.tolerance })
+            .configure(|s| s.param(x0).max_iters(options.max_iter))
+            .run()
+            .map_err(|e| e.to_string())?
+            .state,
+        Method::Newton => Executor::new(Saddle(problem), Newton { tolerance: options.residual_tolerance * 1e-2 })
+            .configure(|s| s.param(x0).max_iters(options.max_iter.min(200)))
+            .run()
+            .map_err(|e| e.to_string())?
+            .state,
+    };
+    let state = &state;
+    let iterations = state.get_iter();
+    let x = state.get_param().cloned().ok_or("the solver returned no point")?;
+    match state.get_termination_status() {
+        TerminationStatus::Terminated(TerminationReason::SolverConverged) => Ok((x, iterations)),
+        TerminationStatus::Terminated(TerminationReason::MaxItersReached) => {
+            Err(format!("no convergence after {iterations} iterations (last change {:.3e})", state.get_cost()))
+        }
+        other => Err(format!("stopped: {other:?}")),
+    }
+}
+
+/// Solve from every start, collect distinct fixed points, select one.
+pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], options: &SolverOptions, stability: bool) -> Result<Solution, SolveError> {
+    let mut fixed_points: Vec<FixedPointReport> = Vec::new();
+    let mut failed = Vec::new();
+    for (name, start) in starts {
+        let (x, iterations) = match run_solver(problem, start, options) {
+            Ok(found) => found,
+            Err(reason) => {
+                failed.push(FailedStart { start: name.clone(), reason });
+                continue;
+            }
+        };
+        let check = problem.gradient(&x).and_then(|g| Ok((g, problem.energy(&x)?)));
+        let (gradient, energy) = match check {
+            Ok(found) => found,
+            Err(e) => {
+                failed.push(FailedStart { start: name.clone(), reason: e.message });
+                continue;
+            }
+        };
+        let scale = 1.0 + energy.total.abs();
+        let (worst, residual) = gradient.iter().enumerate().fold((0, 0.0f64), |(wi, wv), (i, g)| if g.abs() > wv { (i, g.abs()) } else { (wi, wv) });
+        if residual > options.residual_tolerance * scale {
+            failed.push(FailedStart {
+                start: name.clone(),
+                reason: format!(
+                    "the iteration stopped but the equation dPhi/d{} = 0 has residual {residual:.3e}",
+                    problem.model.unknown_labels[worst]
+                ),
+            });
+            continue;
+        }
+        let duplicate = fixed_points.iter().any(|f| {
+            f.unknowns.iter().zip(&x).all(|(a, b)| (a - b).abs() <= 1e-6 * (1.0 + a.abs()))
+        });
+        if duplicate {
+            continue;
+        }
+        let (radius, stable) = if stability && !problem.orders.is_empty() {
+            match solvers::iteration_spectral_radius(problem, &x) {
+                Ok(r) => (Some(r), Some(r < 1.0)),
+                Err(_) => (None, None),
+            }
+        } else {
+            (None, None)
+        };
+        fixed_points.push(FixedPointReport {
+            start: name.clone(),
+            unknowns: x,
+            free_energy: energy.total,
+            iterations,
+            residual,
+            iteration_spectral_radius: radius,
+            stable,
+        });
+    }
+    if fixed_points.is_empty() {
+        let reasons: Vec<String> = failed.iter().map(|f| format!("  start `{}`: {}", f.start, f.reason)).collect();
+        return Err(SolveError::NotConverged(reasons.join("\n")));
+    }
+    let better = |a: f64, b: f64| match problem.model.objective {
+        Objective::Energy => a < b - 1e-12 * (1.0 + b.abs()),
+        Objective::FreeEntropy => a > b + 1e-12 * (1.0 + b.abs()),
+    };
+    let mut selected = 0;
+    for (i, f) in fixed_points.iter().enumerate() {
+        if better(f.free_energy, fixed_points[selected].free_energy) {
+            selected = i;
+        }
+    }
+    let selected = fixed_points[selected].clone();
+    let evaluation = |e: crate::eval::EvalError| SolveError::Evaluation(e.message);
+    let terms = problem.energy(&selected.unknowns).map_err(evaluation)?.terms;
+    let observables = problem.observables(&selected.unknowns).map_err(evaluation)?;
+    let per_scramble = problem.observables_per_scramble(&selected.unknowns).map_err(evaluation)?;
+    let integration_error = integration_error(&observables, &per_scramble);
+    Ok(Solution { selected, fixed_points, failed, terms, observables, integration_error })
+}
+
+/// Standard error of the mean over scrambles, per scalar observable entry.
+fn integration_error(
+    observables: &[(String, Shape, Vec<f64>)],
+    per_scramble: &[Vec<(String, Shape, Vec<f64>)>],
+) -> Vec<(String, f64)> {
+    if per_scramble.len() < 2 {
+        return Vec::new();
+    }
+    let s = per_scramble.len() as f64;
+    observables
+        .iter()
+        .enumerate()
+        .map(|(k, (name, _, values))| {
+            let worst = (0..values.len())
+                .map(|e| {
+                    let samples: Vec<f64> = per_scramble.iter().map(|o| o[k].2[e]).collect();
+                    let mean = samples.iter().sum::<f64>() / s;
+                    let variance = samples.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (s - 1.0);
+                    (variance / s).sqrt()
+                })
+                .fold(0.0, f64::max);
+            (name.clone(), worst)
+        })
+        .collect()
+}

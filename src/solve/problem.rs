@@ -1,0 +1,306 @@
+//! The saddle-point problem of one checked model at fixed params: the free energy Phi over
+//! the vector of unknowns (order parameters then conjugates), its gradient and Hessian by
+//! forward-mode duals, and the observables. Derivatives come only from the number type.
+
+use nalgebra::{DMatrix, SVector, U1};
+use num_dual::{Derivative, DualNum, DualSVec64, HyperDualVec};
+
+use crate::eval::{EvalError, Evaluator, Number};
+use crate::ir::{Instr, Program, Slot};
+use crate::types::{CheckedModel, Role, Shape};
+
+const GRADIENT_CHUNK: usize = 8;
+const HESSIAN_BLOCK: usize = 4;
+type HessianNumber = HyperDualVec<f64, nalgebra::Const<HESSIAN_BLOCK>, nalgebra::Const<HESSIAN_BLOCK>>;
+
+pub struct SaddleProblem {
+    pub model: CheckedModel,
+    energy: Evaluator,
+    observe: Evaluator,
+    /// Programs restricted to the terms that depend on each group of unknowns.
+    order_slice: Evaluator,
+    conjugate_slice: Evaluator,
+    coupling_slice: Evaluator,
+    pub orders: Vec<usize>,
+    pub conjugates: Vec<usize>,
+}
+
+/// Values of one evaluation of the terms.
+#[derive(Debug, Clone)]
+pub struct EnergyTerms {
+    pub total: f64,
+    pub terms: Vec<(String, f64)>,
+}
+
+impl SaddleProblem {
+    pub fn new(model: CheckedModel) -> Self {
+        let orders: Vec<usize> = (0..model.unknown_count()).filter(|&i| model.unknown_roles[i] == Role::Order).collect();
+        let conjugates: Vec<usize> =
+            (0..model.unknown_count()).filter(|&i| model.unknown_roles[i] == Role::Conjugate).collect();
+        let dependencies = term_dependencies(&model);
+        let pick = |want: &dyn Fn(&[bool]) -> bool| -> Vec<Slot> {
+            model.terms.iter().zip(&dependencies).filter(|(_, d)| want(d)).map(|(t, _)| t.slots[0]).collect()
+        };
+        let touches = |d: &[bool], group: &[usize]| group.iter().any(|&i| d[i]);
+        let order_terms = pick(&|d| touches(d, &orders));
+        let conjugate_terms = pick(&|d| touches(d, &conjugates));
+        let coupling_terms = pick(&|d| touches(d, &orders) && touches(d, &conjugates));
+        SaddleProblem {
+            energy: Evaluator::new(model.energy.clone()),
+            observe: Evaluator::new(model.observe.clone()),
+            order_slice: Evaluator::new(slice(&model.energy, &order_terms)),
+            conjugate_slice: Evaluator::new(slice(&model.energy, &conjugate_terms)),
+            coupling_slice: Evaluator::new(slice(&model.energy, &coupling_terms)),
+            orders,
+            conjugates,
+            model,
+        }
+    }
+
+    pub fn dimension(&self) -> usize {
+        self.model.unknown_count()
+    }
+
+    fn registers<D: Number>(&self, program: &Program, x: &[D]) -> Vec<D> {
+        let mut registers = vec![D::from(0.0); program.slot_count];
+        for unknown in &self.model.unknowns {
+            for (slot, &index) in unknown.slots.iter().zip(&unknown.index) {
+                registers[*slot] = x[index];
+            }
+        }
+        registers
+    }
+
+    fn total<D: Number>(&self, evaluator: &Evaluator, x: &[D], outputs: &[Slot]) -> Result<D, EvalError> {
+        let mut registers = self.registers(&evaluator.program, x);
+        evaluator.run(&mut registers)?;
+        Ok(outputs.iter().fold(D::from(0.0), |acc, s| acc + registers[*s]))
+    }
+
+    fn term_slots(&self) -> Vec<Slot> {
+        self.model.terms.iter().map(|t| t.slots[0]).collect()
+    }
+
+    pub fn energy(&self, x: &[f64]) -> Result<EnergyTerms, EvalError> {
+        let mut registers = self.registers(&self.energy.program, x);
+        self.energy.run(&mut registers)?;
+        let terms: Vec<(String, f64)> =
+            self.model.terms.iter().map(|t| (t.name.clone(), registers[t.slots[0]])).collect();
+        let total = terms.iter().map(|t| t.1).sum();
+        if !f64::is_finite(total) {
+            return Err(EvalError::new(format!("the free energy is not finite at {}", self.describe(x))));
+        }
+        Ok(EnergyTerms { total, terms })
+    }
+
+    /// d Phi / d x_i for i in `which`, from forward-mode passes on `evaluator`.
+    fn gradient_on(&self, evaluator: &Evaluator, x: &[f64], which: &[usize]) -> Result<Vec<f64>, EvalError> {
+        let outputs = self.term_slots();
+        let mut gradient = vec![0.0; x.len()];
+        for chunk in which.chunks(GRADIENT_CHUNK) {
+            let seeded: Vec<DualSVec64<GRADIENT_CHUNK>> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| match chunk.iter().position(|&c| c == i) {
+                    Some(k) => DualSVec64::<GRADIENT_CHUNK>::from_re(v).derivative(k),
+                    None => DualSVec64::<GRADIENT_CHUNK>::from_re(v),
+                })
+                .collect();
+            let value = self.total(evaluator, &seeded, &outputs)?;
+            let derivatives: SVector<f64, GRADIENT_CHUNK> = value.eps.unwrap_generic(nalgebra::Const, U1);
+            for (k, &i) in chunk.iter().enumerate() {
+                gradient[i] = derivatives[k];
+            }
+        }
+        if gradient.iter().any(|g| !g.is_finite()) {
+            return Err(EvalError::new(format!("the gradient is not finite at {}", self.describe(x))));
+        }
+        Ok(gradient)
+    }
+
+    pub fn gradient(&self, x: &[f64]) -> Result<Vec<f64>, EvalError> {
+        let mut gradient = self.gradient_on(&self.order_slice, x, &self.orders)?;
+        let conjugate_part = self.gradient_on(&self.conjugate_slice, x, &self.conjugates)?;
+        for &i in &self.conjugates {
+            gradient[i] = conjugate_part[i];
+        }
+        Ok(gradient)
+    }
+
+    pub fn gradient_orders(&self, x: &[f64]) -> Result<Vec<f64>, EvalError> {
+        self.gradient_on(&self.order_slice, x, &self.orders)
+    }
+
+    pub fn gradient_conjugates(&self, x: &[f64]) -> Result<Vec<f64>, EvalError> {
+        self.gradient_on(&self.conjugate_slice, x, &self.conjugates)
+    }
+
+    /// Second derivatives d^2 Phi / dx_i dx_j for i in rows, j in cols.
+    fn hessian_on(&self, evaluator: &Evaluator, x: &[f64], rows: &[usize], cols: &[usize]) -> Result<DMatrix<f64>, EvalError> {
+        let outputs = self.term_slots();
+        let mut hessian = DMatrix::zeros(rows.len(), cols.len());
+        for (row_block, row_chunk) in rows.chunks(HESSIAN_BLOCK).enumerate() {
+            for (col_block, col_chunk) in cols.chunks(HESSIAN_BLOCK).enumerate() {
+                let seeded: Vec<HessianNumber> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let mut number = HessianNumber::from_re(v);
+                        if let Some(k) = row_chunk.iter().position(|&c| c == i) {
+                            number = number.derivative1(k);
+                        }
+                        if let Some(k) = col_chunk.iter().position(|&c| c == i) {
+                            number = number.derivative2(k);
+                        }
+                        number
+                    })
+                    .collect();
+                let value = self.total(evaluator, &seeded, &outputs)?;
+                let block = value.eps1eps2.unwrap_generic(nalgebra::Const, nalgebra::Const);
+                for a in 0..row_chunk.len() {
+                    for b in 0..col_chunk.len() {
+                        hessian[(row_block * HESSIAN_BLOCK + a, col_block * HESSIAN_BLOCK + b)] = block[(a, b)];
+                    }
+                }
+            }
+        }
+        if hessian.iter().any(|h| !h.is_finite()) {
+            return Err(EvalError::new(format!("the Hessian is not finite at {}", self.describe(x))));
+        }
+        Ok(hessian)
+    }
+
+    pub fn hessian(&self, x: &[f64]) -> Result<DMatrix<f64>, EvalError> {
+        let all: Vec<usize> = (0..x.len()).collect();
+        self.hessian_on(&self.energy, x, &all, &all)
+    }
+
+    /// d^2 Phi / d(order) d(conjugate): the coupling between the two groups.
+    pub fn coupling(&self, x: &[f64]) -> Result<DMatrix<f64>, EvalError> {
+        self.hessian_on(&self.coupling_slice, x, &self.orders, &self.conjugates)
+    }
+
+    pub fn observables(&self, x: &[f64]) -> Result<Vec<(String, Shape, Vec<f64>)>, EvalError> {
+        self.observables_with(&self.observe, x)
+    }
+
+    pub fn observables_with(&self, evaluator: &Evaluator, x: &[f64]) -> Result<Vec<(String, Shape, Vec<f64>)>, EvalError> {
+        let mut registers = self.registers(&evaluator.program, x);
+        evaluator.run(&mut registers)?;
+        Ok(self
+            .model
+            .observables
+            .iter()
+            .map(|o| (o.name.clone(), o.shape, o.slots.iter().map(|s| registers[*s]).collect()))
+            .collect())
+    }
+
+    /// Observables evaluated on each independent scramble of the quasi-Monte-Carlo rules
+    /// (empty when every rule is deterministic): their spread estimates the integration error.
+    pub fn observables_per_scramble(&self, x: &[f64]) -> Result<Vec<Vec<(String, Shape, Vec<f64>)>>, EvalError> {
+        let groups = self.observe.scramble_groups();
+        if groups <= 1 {
+            return Ok(Vec::new());
+        }
+        (0..groups).map(|g| self.observables_with(&self.observe.restricted_to_group(g), x)).collect()
+    }
+
+    pub fn describe(&self, x: &[f64]) -> String {
+        self.model
+            .unknown_labels
+            .iter()
+            .zip(x)
+            .map(|(l, v)| format!("{l} = {v:.6}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Which unknowns each term depends on (forward data flow over the top-level tape).
+fn term_dependencies(model: &CheckedModel) -> Vec<Vec<bool>> {
+    let n = model.unknown_count();
+    let program = &model.energy;
+    let mut depends: Vec<Vec<bool>> = vec![vec![false; n]; program.slot_count];
+    for unknown in &model.unknowns {
+        for (slot, &index) in unknown.slots.iter().zip(&unknown.index) {
+            depends[*slot][index] = true;
+        }
+    }
+    for instr in &program.instrs {
+        let (reads, writes) = reads_writes(instr);
+        let mut union = vec![false; n];
+        for r in reads {
+            for (u, d) in union.iter_mut().zip(&depends[r]) {
+                *u |= *d;
+            }
+        }
+        for w in writes {
+            depends[w] = union.clone();
+        }
+    }
+    model.terms.iter().map(|t| depends[t.slots[0]].clone()).collect()
+}
+
+/// Slots an instruction reads from its enclosing scope and slots it writes there.
+fn reads_writes(instr: &Instr) -> (Vec<Slot>, Vec<Slot>) {
+    match instr {
+        Instr::Const { dst, .. } => (vec![], vec![*dst]),
+        Instr::Copy { dst, src } | Instr::Unary { dst, src, .. } | Instr::PowI { dst, src, .. } => (vec![*src], vec![*dst]),
+        Instr::Binary { dst, left, right, .. } => (vec![*left, *right], vec![*dst]),
+        Instr::LogSumExp { dst, src } => (src.clone(), vec![*dst]),
+        Instr::Matrix { src, dst, .. } => (src.clone(), dst.clone()),
+        Instr::Expect(block) => {
+            let mut written: std::collections::BTreeSet<Slot> = block.node_slots.iter().copied().collect();
+            let mut reads = Vec::new();
+            collect_reads(&block.body, &mut written, &mut reads);
+            (reads, block.dst.clone())
+        }
+        Instr::Minimize(block) => {
+            let mut reads = block.inputs.clone();
+            reads.extend(block.starts.iter().flatten().copied());
+            let mut writes: Vec<Slot> = block.dst_value.into_iter().collect();
+            writes.extend(block.dst_argument.iter().flatten().copied());
+            (reads, writes)
+        }
+    }
+}
+
+fn collect_reads(instrs: &[Instr], written: &mut std::collections::BTreeSet<Slot>, reads: &mut Vec<Slot>) {
+    for instr in instrs {
+        let (r, w) = reads_writes(instr);
+        for s in r {
+            if !written.contains(&s) {
+                reads.push(s);
+            }
+        }
+        written.extend(w);
+    }
+}
+
+/// The part of a program needed to compute `outputs` (backward slicing of the top level).
+fn slice(program: &Program, outputs: &[Slot]) -> Program {
+    let mut needed = vec![false; program.slot_count];
+    for &o in outputs {
+        needed[o] = true;
+    }
+    let mut kept = Vec::new();
+    for instr in program.instrs.iter().rev() {
+        let (reads, writes) = reads_writes(instr);
+        if writes.iter().any(|w| needed[*w]) {
+            for r in reads {
+                needed[r] = true;
+            }
+            kept.push(instr.clone());
+        }
+    }
+    kept.reverse();
+    Program { instrs: kept, ..program.clone() }
+}
+
+#[allow(dead_code)]
+fn _unused(_: Derivative<f64, U1, U1>) {}
+
+#[allow(dead_code)]
+fn real<D: DualNum<Primitive = f64>>(d: &D) -> f64 {
+    d.re()
+}

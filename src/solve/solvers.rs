@@ -1,0 +1,215 @@
+//! The two saddle-point solvers, as argmin `Solver`s over `Vec<f64>` (argmin's own
+//! backend; nalgebra 0.35 is used inside, since argmin-math supports only nalgebra <= 0.34
+//! while num-dual needs 0.35).
+//!
+//! - `FixedPoint`: the field's alternating iteration. The conjugates are updated by solving
+//!   dPhi/d(order) = 0 for them, the order parameters by solving dPhi/d(conjugate) = 0 for
+//!   them. Both equations are affine in the variables being updated whenever the coupling
+//!   between the groups is bilinear (the usual `m mh`, `q Vh` terms), so one linear solve
+//!   with the coupling matrix d^2Phi/d(order)d(conjugate) is the exact update; damping mixes
+//!   it with the previous iterate.
+//! - `Newton`: Newton on grad Phi = 0 with the Hessian from second-order duals and a
+//!   backtracking line search on |grad Phi|.
+
+use argmin::core::{
+    CostFunction, Error, Gradient, Hessian, IterState, Problem, Solver, State, TerminationReason, TerminationStatus, KV,
+};
+use nalgebra::{DMatrix, DVector};
+
+use super::problem::SaddleProblem;
+use crate::syntax::Domain;
+
+/// argmin's view of the saddle problem: cost = Phi, gradient = grad Phi, Hessian.
+pub struct Saddle<'a>(pub &'a SaddleProblem);
+
+impl CostFunction for Saddle<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+    fn cost(&self, x: &Vec<f64>) -> Result<f64, Error> {
+        Ok(self.0.energy(x)?.total)
+    }
+}
+
+impl Gradient for Saddle<'_> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+    fn gradient(&self, x: &Vec<f64>) -> Result<Vec<f64>, Error> {
+        Ok(self.0.gradient(x)?)
+    }
+}
+
+impl Hessian for Saddle<'_> {
+    type Param = Vec<f64>;
+    type Hessian = Vec<Vec<f64>>;
+    fn hessian(&self, x: &Vec<f64>) -> Result<Vec<Vec<f64>>, Error> {
+        let h = self.0.hessian(x)?;
+        Ok((0..h.nrows()).map(|i| h.row(i).iter().copied().collect()).collect())
+    }
+}
+
+type SaddleState = IterState<Vec<f64>, Vec<f64>, (), Vec<Vec<f64>>, (), f64>;
+
+/// Solve `a x = b` (least squares if `a` is not square or singular).
+fn linear_solve(a: &DMatrix<f64>, b: &DVector<f64>) -> Option<DVector<f64>> {
+    if a.is_square() {
+        if let Some(x) = a.clone().lu().solve(b) {
+            if x.iter().all(|v| v.is_finite()) {
+                return Some(x);
+            }
+        }
+    }
+    a.clone().svd(true, true).solve(b, 1e-12).ok()
+}
+
+/// Smallest value a nonnegative unknown takes: at exactly 0, pathwise derivatives such as
+/// d/dq E[f(sqrt(q) z)] become 0 * inf; at this value they are finite and equal their limit.
+pub const NONNEGATIVE_FLOOR: f64 = 1e-200;
+
+/// Keep entries inside their domains (positive quantities stay positive).
+pub fn project(x: &mut [f64], domains: &[Domain]) {
+    for (v, d) in x.iter_mut().zip(domains) {
+        match d {
+            Domain::Positive | Domain::Psd => *v = v.max(1e-10),
+            Domain::Nonnegative => *v = v.max(NONNEGATIVE_FLOOR),
+            Domain::Unit => *v = v.clamp(0.0, 1.0),
+            Domain::Real | Domain::Integer => {}
+        }
+    }
+}
+
+/// One sweep of the alternating iteration: conjugates from dPhi/d(order) = 0, then order
+/// parameters from dPhi/d(conjugate) = 0, each mixed with weight `damping`.
+pub fn alternating_update(saddle: &SaddleProblem, x: &mut [f64], damping: f64, projected: bool) -> Result<(), Error> {
+    let domains = &saddle.model.unknown_domains;
+    let gradient_orders = saddle.gradient_orders(x)?;
+    let coupling = saddle.coupling(x)?;
+    let g = DVector::from_iterator(saddle.orders.len(), saddle.orders.iter().map(|&i| gradient_orders[i]));
+    let shift = linear_solve(&coupling, &(-g)).ok_or_else(|| Error::msg("singular coupling between order parameters and conjugates"))?;
+    for (k, &i) in saddle.conjugates.iter().enumerate() {
+        x[i] += damping * shift[k];
+    }
+    if projected {
+        project(x, domains);
+    }
+    let gradient_conjugates = saddle.gradient_conjugates(x)?;
+    let coupling = saddle.coupling(x)?;
+    let g = DVector::from_iterator(saddle.conjugates.len(), saddle.conjugates.iter().map(|&i| gradient_conjugates[i]));
+    let shift = linear_solve(&coupling.transpose(), &(-g)).ok_or_else(|| Error::msg("singular coupling between conjugates and order parameters"))?;
+    for (k, &i) in saddle.orders.iter().enumerate() {
+        x[i] += damping * shift[k];
+    }
+    if projected {
+        project(x, domains);
+    }
+    Ok(())
+}
+
+/// Spectral radius of the undamped alternating iteration at a fixed point, from forward
+/// differences of the map (first derivatives only: pathwise second derivatives are not
+/// reliable where an unknown sits on its domain boundary). Steps point into the domain.
+pub fn iteration_spectral_radius(saddle: &SaddleProblem, x: &[f64]) -> Result<f64, Error> {
+    let n = x.len();
+    let mut base = x.to_vec();
+    alternating_update(saddle, &mut base, 1.0, false)?;
+    let mut jacobian = DMatrix::zeros(n, n);
+    for j in 0..n {
+        let step = 1e-6 * (1.0 + x[j].abs());
+        let mut shifted = x.to_vec();
+        shifted[j] += step;
+        alternating_update(saddle, &mut shifted, 1.0, false)?;
+        for i in 0..n {
+            jacobian[(i, j)] = (shifted[i] - base[i]) / step;
+        }
+    }
+    if jacobian.iter().any(|v| !v.is_finite()) {
+        return Err(Error::msg("non-finite iteration Jacobian"));
+    }
+    Ok(jacobian.complex_eigenvalues().iter().map(|z| z.norm()).fold(0.0, f64::max))
+}
+
+pub struct FixedPoint {
+    pub damping: f64,
+    pub tolerance: f64,
+}
+
+impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
+    fn name(&self) -> &str {
+        "damped fixed point"
+    }
+
+    fn next_iter(&mut self, problem: &mut Problem<Saddle<'a>>, state: SaddleState) -> Result<(SaddleState, Option<KV>), Error> {
+        let saddle = problem.problem.as_ref().expect("problem is set").0;
+        let mut x = state.get_param().ok_or_else(|| Error::msg("no starting point"))?.clone();
+        let previous = x.clone();
+
+        alternating_update(saddle, &mut x, self.damping, true)?;
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::msg(format!("the iteration diverged (from {})", saddle.describe(&previous))));
+        }
+        // The undamped displacement measures the distance to the fixed point.
+        let change = x
+            .iter()
+            .zip(&previous)
+            .map(|(a, b)| (a - b).abs() / (self.damping * (1.0 + b.abs())))
+            .fold(0.0, f64::max);
+        Ok((state.param(x).cost(change), None))
+    }
+
+    fn terminate(&mut self, state: &SaddleState) -> TerminationStatus {
+        if state.get_iter() > 0 && state.get_cost() <= self.tolerance {
+            TerminationStatus::Terminated(TerminationReason::SolverConverged)
+        } else {
+            TerminationStatus::NotTerminated
+        }
+    }
+}
+
+pub struct Newton {
+    pub tolerance: f64,
+}
+
+fn residual_norm(g: &[f64]) -> f64 {
+    g.iter().map(|v| v * v).sum::<f64>().sqrt()
+}
+
+impl<'a> Solver<Saddle<'a>, SaddleState> for Newton {
+    fn name(&self) -> &str {
+        "Newton"
+    }
+
+    fn next_iter(&mut self, problem: &mut Problem<Saddle<'a>>, state: SaddleState) -> Result<(SaddleState, Option<KV>), Error> {
+        let x = state.get_param().ok_or_else(|| Error::msg("no starting point"))?.clone();
+        let gradient = problem.gradient(&x)?;
+        let hessian = problem.hessian(&x)?;
+        let n = x.len();
+        let h = DMatrix::from_fn(n, n, |i, j| hessian[i][j]);
+        let g = DVector::from_vec(gradient.clone());
+        let step = linear_solve(&h, &(-&g)).ok_or_else(|| Error::msg("singular Hessian"))?;
+        let start_norm = residual_norm(&gradient);
+        let saddle = problem.problem.as_ref().expect("problem is set").0;
+        let mut t = 1.0;
+        let mut best = None;
+        while t > 1e-6 {
+            let mut trial: Vec<f64> = x.iter().zip(step.iter()).map(|(a, s)| a + t * s).collect();
+            project(&mut trial, &saddle.model.unknown_domains);
+            if let Ok(g) = saddle.gradient(&trial) {
+                let norm = residual_norm(&g);
+                if norm.is_finite() && norm < (1.0 - 1e-4 * t) * start_norm {
+                    best = Some((trial, norm));
+                    break;
+                }
+            }
+            t *= 0.5;
+        }
+        let (next, norm) = best.ok_or_else(|| Error::msg("Newton line search failed"))?;
+        Ok((state.param(next).cost(norm), None))
+    }
+
+    fn terminate(&mut self, state: &SaddleState) -> TerminationStatus {
+        if state.get_iter() > 0 && state.get_cost() <= self.tolerance {
+            TerminationStatus::Terminated(TerminationReason::SolverConverged)
+        } else {
+            TerminationStatus::NotTerminated
+        }
+    }
+}
