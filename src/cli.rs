@@ -25,8 +25,17 @@ pub struct Cli {
 pub enum Command {
     /// Solve the saddle-point equations and print order parameters and observables.
     Run(RunArgs),
+    /// Simulate the model's `simulate { }` section at finite d, averaging reports over seeds.
+    Simulate(SimulateArgs),
     /// Parse and type-check a model file (and its imports) without solving.
     Check { file: PathBuf },
+    /// Print the saddle-point equations dPhi/dtheta = 0 derived from the free energy.
+    Equations {
+        file: PathBuf,
+        /// LaTeX instead of plain text.
+        #[arg(long)]
+        latex: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,6 +61,28 @@ pub struct RunArgs {
     /// Skip the local-stability analysis of fixed points (saves one Hessian per fixed point).
     #[arg(long)]
     pub no_stability: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    pub file: PathBuf,
+    /// Dimensions d, comma separated.
+    #[arg(long = "d", value_name = "D[,D...]", value_delimiter = ',', required = true)]
+    pub dimensions: Vec<usize>,
+    /// Number of seeds per point (seeds are 0..S, shifted by --first-seed).
+    #[arg(long, default_value_t = 8)]
+    pub seeds: u64,
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    #[arg(long, value_name = "NAME=START:STOP:COUNT")]
+    pub sweep: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Also write results here, one JSON line per (point, d) as it finishes.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
 }
 
 fn flag_error(flag: &str, message: impl Into<String>) -> ToolkitError {
@@ -227,10 +258,85 @@ pub fn check(file: &Path) -> Result<String, ToolkitError> {
     Ok(format!("{}: ok\n", file.display()))
 }
 
+pub fn equations(file: &Path, latex: bool) -> Result<String, ToolkitError> {
+    let loaded = pipeline::load(file)?;
+    pipeline::check(&loaded)?;
+    let equations = crate::solve::equations::derive_equations(&loaded.file)
+        .map_err(|message| ToolkitError::Solve { path: file.to_path_buf(), params: "equations".into(), message })?;
+    Ok(if latex { crate::solve::equations::render_latex(&equations) } else { crate::solve::equations::render_text(&equations) })
+}
+
+/// The swept values, or the single point.
+fn points(sweep: &Option<String>, loaded: &pipeline::LoadedModel) -> Result<Option<(String, Vec<f64>)>, ToolkitError> {
+    sweep.as_ref().map(|text| parse_sweep(text, loaded)).transpose()
+}
+
+pub fn simulate(args: SimulateArgs) -> Result<String, ToolkitError> {
+    use crate::sim::experiment::{simulate_seed, summarise_seeds, SimulationResult};
+    use rayon::prelude::*;
+    let loaded = pipeline::load(&args.file)?;
+    let overrides = parse_assignments(&args.set, "--set")?;
+    loaded.check_overrides(&overrides)?;
+    if args.seeds == 0 {
+        return Err(flag_error("--seeds", "needs at least one seed"));
+    }
+    if let Some(&d) = args.dimensions.iter().find(|&&d| d < 2) {
+        return Err(flag_error("--d", format!("a dimension must be at least 2, found {d}")));
+    }
+    let sweep = points(&args.sweep, &loaded)?;
+    let values: Vec<Option<f64>> = match &sweep {
+        Some((_, v)) => v.iter().map(|x| Some(*x)).collect(),
+        None => vec![None],
+    };
+    let seeds: Vec<u64> = (args.first_seed..args.first_seed + args.seeds).collect();
+    let total = (values.len() * args.dimensions.len() * seeds.len()) as u64;
+    let progress = ProgressBar::new(total);
+    progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {elapsed_precise} (eta {eta})").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let mut sink = match &args.out {
+        Some(path) => Some(std::fs::File::create(path).map_err(|e| flag_error("--out", format!("cannot write `{}`: {e}", path.display())))?),
+        None => None,
+    };
+    let mut results: Vec<SimulationResult> = Vec::new();
+    for value in &values {
+        let mut point = overrides.clone();
+        if let (Some((name, _)), Some(x)) = (&sweep, value) {
+            point.insert(name.clone(), *x);
+        }
+        let simulation = pipeline::simulation(&loaded, &point)?;
+        let params: indexmap::IndexMap<String, f64> =
+            loaded.all_params().into_iter().map(|p| (p.name.clone(), point.get(&p.name).copied().unwrap_or(p.default))).collect();
+        for &d in &args.dimensions {
+            let reports: Result<Vec<_>, _> = seeds
+                .par_iter()
+                .map(|&seed| {
+                    let r = simulate_seed(&simulation.spec, simulation.chained.as_ref(), d, seed);
+                    progress.inc(1);
+                    r
+                })
+                .collect();
+            let reports = reports.map_err(|e| ToolkitError::Solve { path: args.file.clone(), params: format!("d = {d}"), message: e.to_string() })?;
+            let result = summarise_seeds(&simulation.spec, loaded.title(), params.clone(), d, &reports);
+            if let Some(file) = sink.as_mut() {
+                let _ = writeln!(file, "{}", serde_json::to_string(&result).unwrap_or_default());
+                let _ = file.flush();
+            }
+            results.push(result);
+        }
+    }
+    progress.finish_and_clear();
+    Ok(match args.format {
+        Format::Json => results.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect(),
+        Format::Csv => output::simulation_csv(&results),
+        Format::Table => output::simulation_table(&results, sweep.as_ref().map(|s| s.0.as_str())),
+    })
+}
+
 /// Run a parsed command line; the text to print, or an error to render.
 pub fn execute(cli: Cli) -> Result<String, ToolkitError> {
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Simulate(args) => simulate(args),
         Command::Check { file } => check(&file),
+        Command::Equations { file, latex } => equations(&file, latex),
     }
 }

@@ -99,14 +99,21 @@ pub struct ExpectBlock {
     pub id: usize,
 }
 
+/// A minimisation. Its body runs on a small register file of its own (`local_count`
+/// slots): the variable, then the inputs copied from the enclosing scope, then temporaries.
+/// Everything that does not depend on the variable was hoisted out at lowering time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MinimizeBlock {
+    /// Local slots of the variable.
     pub variable: Vec<Slot>,
+    /// The objective's tape, over local slots.
     pub body: Vec<Instr>,
+    /// Local slot of the objective value.
     pub objective: Slot,
-    /// Slots of the enclosing scope the body reads.
-    pub inputs: Vec<Slot>,
-    /// Starting points (already evaluated in the enclosing scope), besides 0 and the cache.
+    /// (enclosing slot, local slot) of every value the body reads from outside.
+    pub inputs: Vec<(Slot, Slot)>,
+    pub local_count: usize,
+    /// Starting points (enclosing slots), besides 0 and the cache.
     pub starts: Vec<Vec<Slot>>,
     pub dst_value: Option<Slot>,
     pub dst_argument: Option<Vec<Slot>>,
@@ -124,4 +131,118 @@ pub struct Program {
     pub expect_count: usize,
     pub minimize_count: usize,
     pub minimize_cache_sizes: Vec<(usize, usize)>,
+}
+
+/// Slots an instruction reads and writes (blocks: what they read from and write to the
+/// enclosing scope).
+pub fn reads_writes(instr: &Instr) -> (Vec<Slot>, Vec<Slot>) {
+    match instr {
+        Instr::Const { dst, .. } => (vec![], vec![*dst]),
+        Instr::Copy { dst, src } | Instr::Unary { dst, src, .. } | Instr::PowI { dst, src, .. } => (vec![*src], vec![*dst]),
+        Instr::Binary { dst, left, right, .. } => (vec![*left, *right], vec![*dst]),
+        Instr::LogSumExp { dst, src } => (src.clone(), vec![*dst]),
+        Instr::Matrix { src, dst, .. } => (src.clone(), dst.clone()),
+        Instr::Expect(block) => {
+            let mut written: std::collections::BTreeSet<Slot> = block.node_slots.iter().copied().collect();
+            (external_reads(&block.body, &mut written), block.dst.clone())
+        }
+        Instr::Minimize(block) => {
+            let mut reads: Vec<Slot> = block.inputs.iter().map(|(outer, _)| *outer).collect();
+            reads.extend(block.starts.iter().flatten().copied());
+            let mut writes: Vec<Slot> = block.dst_value.into_iter().collect();
+            writes.extend(block.dst_argument.iter().flatten().copied());
+            (reads, writes)
+        }
+    }
+}
+
+/// Slots a tape reads before writing them, given slots already written.
+pub fn external_reads(instrs: &[Instr], written: &mut std::collections::BTreeSet<Slot>) -> Vec<Slot> {
+    let mut reads = Vec::new();
+    for instr in instrs {
+        let (r, w) = reads_writes(instr);
+        for s in r {
+            if !written.contains(&s) && !reads.contains(&s) {
+                reads.push(s);
+            }
+        }
+        written.extend(w);
+    }
+    reads
+}
+
+/// Split a block body into the instructions that do not depend on `bound` (hoisted out of
+/// the block, in order) and those that do. Nested blocks always stay.
+pub fn hoist_invariant(body: Vec<Instr>, bound: &[Slot]) -> (Vec<Instr>, Vec<Instr>) {
+    let mut dependent: std::collections::BTreeSet<Slot> = bound.iter().copied().collect();
+    let mut hoisted = Vec::new();
+    let mut kept = Vec::new();
+    for instr in body {
+        let (reads, writes) = reads_writes(&instr);
+        let is_block = matches!(instr, Instr::Expect(_) | Instr::Minimize(_));
+        if is_block || reads.iter().any(|r| dependent.contains(r)) {
+            dependent.extend(writes);
+            kept.push(instr);
+        } else {
+            hoisted.push(instr);
+        }
+    }
+    (hoisted, kept)
+}
+
+/// Renumber a plain tape onto local slots: `variable` first, then the values read from
+/// outside, then temporaries. Returns the local tape, the local slot count, the
+/// (outer, local) input pairs, and the local slots of `variable` and `objective`.
+pub fn compact(body: &[Instr], variable: &[Slot], objective: Slot) -> (Vec<Instr>, usize, Vec<(Slot, Slot)>, Vec<Slot>, Slot) {
+    let mut local: std::collections::BTreeMap<Slot, Slot> = std::collections::BTreeMap::new();
+    for &v in variable {
+        let next = local.len();
+        local.insert(v, next);
+    }
+    let mut written: std::collections::BTreeSet<Slot> = variable.iter().copied().collect();
+    let external = external_reads(body, &mut written);
+    let mut inputs = Vec::new();
+    for s in external {
+        let next = local.len();
+        local.insert(s, next);
+        inputs.push((s, next));
+    }
+    let map = |s: Slot, local: &mut std::collections::BTreeMap<Slot, Slot>| -> Slot {
+        let next = local.len();
+        *local.entry(s).or_insert(next)
+    };
+    let renumbered: Vec<Instr> = body
+        .iter()
+        .map(|instr| match instr {
+            Instr::Const { dst, value } => Instr::Const { dst: map(*dst, &mut local), value: *value },
+            Instr::Copy { dst, src } => {
+                let src = map(*src, &mut local);
+                Instr::Copy { dst: map(*dst, &mut local), src }
+            }
+            Instr::Unary { op, dst, src } => {
+                let src = map(*src, &mut local);
+                Instr::Unary { op: *op, dst: map(*dst, &mut local), src }
+            }
+            Instr::Binary { op, dst, left, right } => {
+                let (left, right) = (map(*left, &mut local), map(*right, &mut local));
+                Instr::Binary { op: *op, dst: map(*dst, &mut local), left, right }
+            }
+            Instr::PowI { dst, src, exponent } => {
+                let src = map(*src, &mut local);
+                Instr::PowI { dst: map(*dst, &mut local), src, exponent: *exponent }
+            }
+            Instr::LogSumExp { dst, src } => {
+                let src = src.iter().map(|s| map(*s, &mut local)).collect();
+                Instr::LogSumExp { dst: map(*dst, &mut local), src }
+            }
+            Instr::Matrix { op, size, src, dst } => {
+                let src = src.iter().map(|s| map(*s, &mut local)).collect();
+                Instr::Matrix { op: *op, size: *size, src, dst: dst.iter().map(|s| map(*s, &mut local)).collect() }
+            }
+            block => block.clone(),
+        })
+        .collect();
+    let objective_local = map(objective, &mut local);
+    let variable_local = variable.iter().map(|v| local[v]).collect();
+    (renumbered, local.len(), inputs, variable_local, objective_local)
 }

@@ -148,3 +148,55 @@ pub fn sweep_table(points: &[PointResult], swept: &str) -> String {
     }
     out
 }
+
+/// Simulation results as CSV: params, dimension, then mean and sem of every report.
+pub fn simulation_csv(results: &[crate::sim::experiment::SimulationResult]) -> String {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    if let Some(first) = results.first() {
+        let mut header: Vec<String> = first.params.keys().cloned().collect();
+        header.push("d".into());
+        header.push("seeds".into());
+        for name in first.observables.keys() {
+            header.push(format!("{name}_mean"));
+            header.push(format!("{name}_sem"));
+        }
+        header.push("unconverged_runs".into());
+        let _ = writer.write_record(&header);
+        for r in results {
+            let mut row: Vec<String> = r.params.values().map(|v| v.to_string()).collect();
+            row.push(r.dimension.to_string());
+            row.push(r.seeds.to_string());
+            for e in r.observables.values() {
+                row.push(e.mean.to_string());
+                row.push(e.sem.to_string());
+            }
+            row.push(r.unconverged_runs.to_string());
+            let _ = writer.write_record(&row);
+        }
+    }
+    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+/// Simulation results for people: one block per point and dimension.
+pub fn simulation_table(results: &[crate::sim::experiment::SimulationResult], swept: Option<&str>) -> String {
+    let mut out = String::new();
+    for r in results {
+        let at = swept.map(|s| format!(", {s} = {}", r.params.get(s).copied().unwrap_or(f64::NAN))).unwrap_or_default();
+        let _ = writeln!(out, "{} (d = {}, {} seeds{at})", r.model, r.dimension, r.seeds);
+        let _ = writeln!(out, "  {:<16} {:>14} {:>12}   per initialisation", "report", "best run", "+- sem");
+        for (name, e) in &r.observables {
+            let per_init: Vec<String> = r
+                .inits
+                .iter()
+                .map(|(init, reports)| format!("{init} {:.6} +- {:.1e}", reports[name].mean, reports[name].sem))
+                .collect();
+            let _ = writeln!(out, "  {name:<16} {:>14.6} {:>12.2e}   {}", e.mean, e.sem, per_init.join("; "));
+        }
+        let _ = writeln!(
+            out,
+            "  training objective spread across initialisations: {:.3e}; unconverged runs: {}\n",
+            r.objective_spread.mean, r.unconverged_runs
+        );
+    }
+    out
+}

@@ -215,8 +215,12 @@ pub fn check(loaded: &LoadedModel) -> Result<(), ToolkitError> {
     // names are resolved against declarations with placeholder values.
     let imports = placeholder_exports(loaded);
     check_model(&loaded.file, &BTreeMap::new(), &imports)
-        .map(|_| ())
-        .map_err(|errors| ToolkitError::Type { path: loaded.path.clone(), text: loaded.source.clone(), errors })
+        .map_err(|errors| ToolkitError::Type { path: loaded.path.clone(), text: loaded.source.clone(), errors })?;
+    let has_section = loaded.file.items.iter().any(|i| matches!(i, Item::Simulate(_)));
+    if has_section {
+        simulation(loaded, &BTreeMap::new())?;
+    }
+    Ok(())
 }
 
 fn placeholder_exports(loaded: &LoadedModel) -> BTreeMap<String, Exports> {
@@ -364,4 +368,75 @@ fn point_result(
         unknowns: selected.unknowns.clone(),
         all_unknowns: solution.fixed_points.iter().map(|f| f.unknowns.clone()).collect(),
     }
+}
+
+/// The simulation sections of a model and of the stage it chains to, at the given params.
+pub struct Simulation {
+    pub spec: crate::types::simulation::SimulationSpec,
+    pub chained: Option<crate::types::simulation::SimulationSpec>,
+}
+
+/// Params of the imports as exports, so per-sample expressions can read `alias.param`.
+fn param_exports(loaded: &LoadedModel, overrides: &BTreeMap<String, f64>) -> BTreeMap<String, Exports> {
+    let mut result = BTreeMap::new();
+    for (alias, imported) in &loaded.imports {
+        let mut exports = Exports::new();
+        for p in imported.all_params() {
+            let value = overrides.get(&p.name).copied().unwrap_or(p.default);
+            exports.insert(p.name.clone(), ExportedValue { shape: Shape::Scalar, values: vec![value] });
+        }
+        result.insert(alias.clone(), exports);
+    }
+    result
+}
+
+fn simulation_spec(
+    loaded: &LoadedModel,
+    overrides: &BTreeMap<String, f64>,
+    chained: Option<&crate::types::simulation::SimulationSpec>,
+    chain_alias: Option<&str>,
+) -> Result<Option<crate::types::simulation::SimulationSpec>, ToolkitError> {
+    use crate::types::simulation::{check_simulation, ChainColumns};
+    let type_error = |errors| ToolkitError::Type { path: loaded.path.clone(), text: loaded.source.clone(), errors };
+    let decls = collect_declarations(&loaded.file).map_err(type_error)?;
+    let params = crate::types::param_values(&decls, overrides);
+    let columns = |alias: &str| -> Option<ChainColumns> {
+        let spec = chained?;
+        (Some(alias) == chain_alias).then_some(ChainColumns {
+            frozen: spec.student_columns,
+            teacher: spec.teacher_columns + spec.chain.as_ref().map(|c| c.1.teacher).unwrap_or(0),
+        })
+    };
+    check_simulation(&decls, &params, &param_exports(loaded, overrides), &columns).map_err(type_error)
+}
+
+/// The `simulate` section of a model (and of the stage it chains to), at the given params.
+pub fn simulation(loaded: &LoadedModel, overrides: &BTreeMap<String, f64>) -> Result<Simulation, ToolkitError> {
+    let missing = || ToolkitError::Flag {
+        flag: "simulate".into(),
+        message: format!("`{}` has no `simulate {{ }}` section describing the finite-size model", loaded.path.display()),
+    };
+    // A chained stage is an import whose alias the section names in `chain = alias`.
+    let chain_alias = loaded.file.items.iter().find_map(|item| match item {
+        Item::Simulate(section) => section.settings.iter().find(|(k, _)| k.name == "chain").and_then(|(_, v)| match &v.kind {
+            crate::syntax::ExprKind::Var(alias) => Some(alias.name.clone()),
+            _ => None,
+        }),
+        _ => None,
+    });
+    let chained = match &chain_alias {
+        None => None,
+        Some(alias) => match loaded.imports.iter().find(|(a, _)| a == alias) {
+            Some((_, imported)) => {
+                let spec = simulation_spec(imported, overrides, None, None)?;
+                if spec.as_ref().is_some_and(|s| s.chain.is_some()) {
+                    return Err(ToolkitError::Flag { flag: "simulate".into(), message: "chains of more than two stages are not supported".into() });
+                }
+                spec
+            }
+            None => None,
+        },
+    };
+    let spec = simulation_spec(loaded, overrides, chained.as_ref(), chain_alias.as_deref())?.ok_or_else(missing)?;
+    Ok(Simulation { spec, chained })
 }

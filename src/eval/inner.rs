@@ -12,26 +12,31 @@ use num_dual::{Dual, HyperDual64};
 
 use super::tape::{run_plain, MinimizerCache};
 use super::{EvalError, Number};
-use crate::ir::{MinimizeBlock, Slot};
+use crate::ir::MinimizeBlock;
 
 const MAX_NEWTON_STEPS: usize = 100;
 
 /// The f64 objective of one minimisation at fixed outer inputs.
 struct Objective<'a> {
     block: &'a MinimizeBlock,
-    /// Scratch register file (full size: body slots are global indices).
+    /// Local register files of the body.
     registers: Vec<HyperDual64>,
     plain: Vec<f64>,
 }
 
+/// A local register file for a minimisation body, inputs copied from the enclosing scope.
+pub fn local_registers<D: Number, T: Number>(block: &MinimizeBlock, outer: &[D], convert: impl Fn(D) -> T) -> Vec<T> {
+    let mut local = vec![T::from(0.0); block.local_count];
+    for &(outer_slot, local_slot) in &block.inputs {
+        local[local_slot] = convert(outer[outer_slot]);
+    }
+    local
+}
+
 impl<'a> Objective<'a> {
     fn new<D: Number>(block: &'a MinimizeBlock, outer: &[D]) -> Self {
-        let mut registers = vec![HyperDual64::from(0.0); outer.len()];
-        let mut plain = vec![0.0; outer.len()];
-        for &s in &block.inputs {
-            registers[s] = HyperDual64::from(outer[s].re());
-            plain[s] = outer[s].re();
-        }
+        let registers = local_registers(block, outer, |v| HyperDual64::from(v.re()));
+        let plain = local_registers(block, outer, |v| v.re());
         Objective { block, registers, plain }
     }
 
@@ -72,6 +77,14 @@ impl<'a> Objective<'a> {
 
 /// Newton direction with the Hessian made positive definite (|eigenvalues|, floored).
 fn guarded_direction(gradient: &DVector<f64>, hessian: &DMatrix<f64>) -> DVector<f64> {
+    // Positive definite and well conditioned (the common case): a plain Cholesky solve.
+    if let Some(cholesky) = hessian.clone().cholesky() {
+        let diagonal_min = cholesky.l_dirty().diagonal().min();
+        let diagonal_max = cholesky.l_dirty().diagonal().max();
+        if diagonal_min > 1e-4 * diagonal_max {
+            return -cholesky.solve(gradient);
+        }
+    }
     let eigen = SymmetricEigen::new(hessian.clone());
     let largest = eigen.eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let floor = (1e-8 * largest).max(1e-12);
@@ -134,15 +147,20 @@ pub fn minimize<D: Number>(
     registers: &[D],
     cache: &MinimizerCache,
     node: usize,
+    exhaustive: bool,
 ) -> Result<Vec<f64>, EvalError> {
     let k = block.variable.len();
     let mut objective = Objective::new(block, registers);
     let mut starts: Vec<Vec<f64>> = Vec::with_capacity(block.starts.len() + 2);
-    if let Some(previous) = cache.get(node) {
+    let cached = cache.get(node);
+    let tracking = cached.is_some() && !exhaustive;
+    if let Some(previous) = cached {
         starts.push(previous);
     }
-    starts.extend(block.starts.iter().map(|slots| slots.iter().map(|s| registers[*s].re()).collect::<Vec<f64>>()));
-    starts.push(vec![0.0; k]);
+    if !tracking {
+        starts.extend(block.starts.iter().map(|slots| slots.iter().map(|s| registers[*s].re()).collect::<Vec<f64>>()));
+        starts.push(vec![0.0; k]);
+    }
     let mut best: Option<Local> = None;
     for start in &starts {
         if start.iter().any(|v| !v.is_finite()) {
@@ -180,10 +198,7 @@ pub fn lift<D: Number>(block: &MinimizeBlock, registers: &[D], minimizer: &[f64]
     let mut objective = Objective::new(block, registers);
     let (_, _, hessian) = objective.second_order(minimizer)?;
     // Gradient in h of F(h*, p) with p carrying the caller's derivatives: k passes in Dual<D>.
-    let mut lifted_registers: Vec<Dual<D>> = vec![Dual::from_re(D::from(0.0)); registers.len()];
-    for &s in &block.inputs {
-        lifted_registers[s] = Dual::from_re(registers[s]);
-    }
+    let mut lifted_registers: Vec<Dual<D>> = local_registers(block, registers, Dual::from_re);
     let mut gradient: Vec<D> = Vec::with_capacity(k);
     for i in 0..k {
         for (d, (slot, &v)) in block.variable.iter().zip(minimizer).enumerate() {
@@ -209,9 +224,4 @@ pub fn lift<D: Number>(block: &MinimizeBlock, registers: &[D], minimizer: &[f64]
             D::from(minimizer[i]) - correction
         })
         .collect())
-}
-
-#[allow(dead_code)]
-fn slots_real<D: Number>(registers: &[D], slots: &[Slot]) -> Vec<f64> {
-    slots.iter().map(|s| registers[*s].re()).collect()
 }

@@ -3,7 +3,7 @@
 //! minimisations solve in f64 and lift the minimiser into the number type through the
 //! implicit-function theorem (see `inner`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use num_dual::DualNum;
 use rayon::prelude::*;
@@ -48,6 +48,9 @@ pub struct Evaluator {
     /// Node table of each expectation present in the program (sliced programs omit some).
     pub tables: Vec<Option<NodeTable>>,
     pub caches: Vec<MinimizerCache>,
+    /// When false, inner minimisations start only from the cached minimiser where there is
+    /// one (cheap tracking between exhaustive sweeps); when true, from every start.
+    exhaustive: AtomicBool,
 }
 
 impl Evaluator {
@@ -55,7 +58,11 @@ impl Evaluator {
         let mut tables: Vec<Option<NodeTable>> = vec![None; program.expect_count];
         collect_tables(&program.instrs, &mut tables);
         let caches = program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect();
-        Evaluator { program, tables, caches }
+        Evaluator { program, tables, caches, exhaustive: AtomicBool::new(true) }
+    }
+
+    pub fn set_exhaustive(&self, exhaustive: bool) {
+        self.exhaustive.store(exhaustive, Ordering::Relaxed);
     }
 
     /// Run the whole program on a register file whose unknown slots are already set.
@@ -123,14 +130,15 @@ impl Evaluator {
 
     fn minimize<D: Number>(&self, block: &MinimizeBlock, registers: &mut [D], node: usize) -> Result<(), EvalError> {
         let cache = &self.caches[block.id];
-        let minimizer = inner::minimize(block, registers, cache, node)?;
+        let minimizer = inner::minimize(block, registers, cache, node, self.exhaustive.load(Ordering::Relaxed))?;
         let lifted = inner::lift(block, registers, &minimizer)?;
-        for (slot, value) in block.variable.iter().zip(&lifted) {
-            registers[*slot] = *value;
-        }
         if let Some(dst) = block.dst_value {
-            run_plain(&block.body, registers)?;
-            registers[dst] = registers[block.objective];
+            let mut local = inner::local_registers(block, registers, |v| v);
+            for (slot, value) in block.variable.iter().zip(&lifted) {
+                local[*slot] = *value;
+            }
+            run_plain(&block.body, &mut local)?;
+            registers[dst] = local[block.objective];
         }
         if let Some(dst) = &block.dst_argument {
             for (slot, value) in dst.iter().zip(&lifted) {
@@ -163,7 +171,7 @@ impl Evaluator {
             .collect();
         let caches =
             self.program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect();
-        Evaluator { program: self.program.clone(), tables, caches }
+        Evaluator { program: self.program.clone(), tables, caches, exhaustive: AtomicBool::new(true) }
     }
 
     /// Largest number of independent scrambles among the expectations.
@@ -187,41 +195,23 @@ fn collect_tables(instrs: &[Instr], tables: &mut [Option<NodeTable>]) {
 
 /// A tape without expectations or minimisations (the body of a minimisation).
 pub fn run_plain<T: Number>(instrs: &[Instr], registers: &mut [T]) -> Result<(), EvalError> {
+    run_plain_any(instrs, registers)
+}
+
+/// `run_plain` for number types that need not be `Send + Sync`.
+pub fn run_plain_any<T: DualNum<Primitive = f64> + Copy>(instrs: &[Instr], registers: &mut [T]) -> Result<(), EvalError> {
     for instr in instrs {
         step(instr, registers)?;
     }
     Ok(())
 }
 
-fn step<T: Number>(instr: &Instr, r: &mut [T]) -> Result<(), EvalError> {
+fn step<T: DualNum<Primitive = f64> + Copy>(instr: &Instr, r: &mut [T]) -> Result<(), EvalError> {
     match instr {
         Instr::Const { dst, value } => r[*dst] = T::from(*value),
         Instr::Copy { dst, src } => r[*dst] = r[*src],
-        Instr::Unary { op, dst, src } => r[*dst] = unary(*op, r[*src]),
-        Instr::Binary { op, dst, left, right } => {
-            let (a, b) = (r[*left], r[*right]);
-            r[*dst] = match op {
-                BinaryFn::Add => a + b,
-                BinaryFn::Sub => a - b,
-                BinaryFn::Mul => a * b,
-                BinaryFn::Div => a / b,
-                BinaryFn::Pow => a.powd(b),
-                BinaryFn::Max => {
-                    if a.re() >= b.re() {
-                        a
-                    } else {
-                        b
-                    }
-                }
-                BinaryFn::Min => {
-                    if a.re() <= b.re() {
-                        a
-                    } else {
-                        b
-                    }
-                }
-            }
-        }
+        Instr::Unary { op, dst, src } => r[*dst] = apply_unary(*op, r[*src]),
+        Instr::Binary { op, dst, left, right } => r[*dst] = apply_binary(*op, r[*left], r[*right]),
         Instr::PowI { dst, src, exponent } => r[*dst] = r[*src].powi(*exponent),
         Instr::LogSumExp { dst, src } => {
             let values: Vec<T> = src.iter().map(|s| r[*s]).collect();
@@ -249,7 +239,31 @@ fn step<T: Number>(instr: &Instr, r: &mut [T]) -> Result<(), EvalError> {
     Ok(())
 }
 
-fn unary<T: Number>(op: UnaryFn, x: T) -> T {
+pub fn apply_binary<T: DualNum<Primitive = f64> + Copy>(op: BinaryFn, a: T, b: T) -> T {
+    match op {
+        BinaryFn::Add => a + b,
+        BinaryFn::Sub => a - b,
+        BinaryFn::Mul => a * b,
+        BinaryFn::Div => a / b,
+        BinaryFn::Pow => a.powd(b),
+        BinaryFn::Max => {
+            if a.re() >= b.re() {
+                a
+            } else {
+                b
+            }
+        }
+        BinaryFn::Min => {
+            if a.re() <= b.re() {
+                a
+            } else {
+                b
+            }
+        }
+    }
+}
+
+pub fn apply_unary<T: DualNum<Primitive = f64> + Copy>(op: UnaryFn, x: T) -> T {
     match op {
         UnaryFn::Neg => -x,
         UnaryFn::Exp => x.exp(),
@@ -285,9 +299,4 @@ fn unary<T: Number>(op: UnaryFn, x: T) -> T {
             0.0
         }),
     }
-}
-
-/// Guard used by `inner`: the real parts of some slots.
-pub fn real_parts<D: DualNum<Primitive = f64> + Copy>(registers: &[D], slots: &[Slot]) -> Vec<f64> {
-    slots.iter().map(|s| registers[*s].re()).collect()
 }

@@ -21,6 +21,7 @@
 //! - [`run`]: whole seeds, parallel seed sweeps and multi-stage chaining.
 
 pub mod data;
+pub mod experiment;
 pub mod loss;
 pub mod objective;
 pub mod observe;

@@ -4,6 +4,7 @@
 //! Bayes-optimal models). A start that does not converge is reported as such; a point where
 //! no start converged is an error.
 
+pub mod equations;
 pub mod problem;
 pub mod solvers;
 pub mod sweep;
@@ -178,7 +179,7 @@ fn run_solver(problem: &SaddleProblem, start: &[f64], options: &SolverOptions) -
     let mut x0 = start.to_vec();
     project(&mut x0, &problem.model.unknown_domains);
     let state = match options.method {
-        Method::FixedPoint => Executor::new(Saddle(problem), FixedPoint { damping: options.damping, tolerance: options.tolerance })
+        Method::FixedPoint => Executor::new(Saddle(problem), FixedPoint::new(options.damping, options.tolerance))
             .configure(|s| s.param(x0).max_iters(options.max_iter))
             .run()
             .map_err(|e| e.to_string())?

@@ -3,10 +3,10 @@
 //! forward-mode duals, and the observables. Derivatives come only from the number type.
 
 use nalgebra::{DMatrix, SVector, U1};
-use num_dual::{Derivative, DualNum, DualSVec64, HyperDualVec};
+use num_dual::{DualSVec64, HyperDualVec};
 
 use crate::eval::{EvalError, Evaluator, Number};
-use crate::ir::{Instr, Program, Slot};
+use crate::ir::{reads_writes, Program, Slot};
 use crate::types::{CheckedModel, Role, Shape};
 
 const GRADIENT_CHUNK: usize = 8;
@@ -54,6 +54,14 @@ impl SaddleProblem {
             orders,
             conjugates,
             model,
+        }
+    }
+
+    /// Exhaustive inner minimisation (every start at every node) or tracking of the cached
+    /// minimisers; see `eval::tape::Evaluator::set_exhaustive`.
+    pub fn set_exhaustive(&self, exhaustive: bool) {
+        for evaluator in [&self.energy, &self.observe, &self.order_slice, &self.conjugate_slice, &self.coupling_slice] {
+            evaluator.set_exhaustive(exhaustive);
         }
     }
 
@@ -241,42 +249,6 @@ fn term_dependencies(model: &CheckedModel) -> Vec<Vec<bool>> {
     model.terms.iter().map(|t| depends[t.slots[0]].clone()).collect()
 }
 
-/// Slots an instruction reads from its enclosing scope and slots it writes there.
-fn reads_writes(instr: &Instr) -> (Vec<Slot>, Vec<Slot>) {
-    match instr {
-        Instr::Const { dst, .. } => (vec![], vec![*dst]),
-        Instr::Copy { dst, src } | Instr::Unary { dst, src, .. } | Instr::PowI { dst, src, .. } => (vec![*src], vec![*dst]),
-        Instr::Binary { dst, left, right, .. } => (vec![*left, *right], vec![*dst]),
-        Instr::LogSumExp { dst, src } => (src.clone(), vec![*dst]),
-        Instr::Matrix { src, dst, .. } => (src.clone(), dst.clone()),
-        Instr::Expect(block) => {
-            let mut written: std::collections::BTreeSet<Slot> = block.node_slots.iter().copied().collect();
-            let mut reads = Vec::new();
-            collect_reads(&block.body, &mut written, &mut reads);
-            (reads, block.dst.clone())
-        }
-        Instr::Minimize(block) => {
-            let mut reads = block.inputs.clone();
-            reads.extend(block.starts.iter().flatten().copied());
-            let mut writes: Vec<Slot> = block.dst_value.into_iter().collect();
-            writes.extend(block.dst_argument.iter().flatten().copied());
-            (reads, writes)
-        }
-    }
-}
-
-fn collect_reads(instrs: &[Instr], written: &mut std::collections::BTreeSet<Slot>, reads: &mut Vec<Slot>) {
-    for instr in instrs {
-        let (r, w) = reads_writes(instr);
-        for s in r {
-            if !written.contains(&s) {
-                reads.push(s);
-            }
-        }
-        written.extend(w);
-    }
-}
-
 /// The part of a program needed to compute `outputs` (backward slicing of the top level).
 fn slice(program: &Program, outputs: &[Slot]) -> Program {
     let mut needed = vec![false; program.slot_count];
@@ -297,10 +269,3 @@ fn slice(program: &Program, outputs: &[Slot]) -> Program {
     Program { instrs: kept, ..program.clone() }
 }
 
-#[allow(dead_code)]
-fn _unused(_: Derivative<f64, U1, U1>) {}
-
-#[allow(dead_code)]
-fn real<D: DualNum<Primitive = f64>>(d: &D) -> f64 {
-    d.re()
-}

@@ -47,6 +47,16 @@ pub enum Item {
     Solve(SolveDecl),
     Start(StartDecl),
     Sweep(SweepDecl),
+    Simulate(SimulateDecl),
+}
+
+/// `simulate { tokens = 2, loss = ..., report eps0 = test_error }`: the finite-size model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimulateDecl {
+    pub settings: Vec<(Ident, Expr)>,
+    pub reports: Vec<NamedExpr>,
+    #[serde(skip)]
+    pub span: Span,
 }
 
 /// `model "title"`

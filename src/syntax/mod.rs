@@ -3,6 +3,7 @@
 
 pub mod ast;
 pub mod parser;
+pub mod pretty;
 
 pub use ast::*;
 pub use parser::{parse_model, SyntaxError};

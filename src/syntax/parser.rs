@@ -56,11 +56,11 @@ type PResult<'a, O> = IResult<Input<'a>, O, ParserError>;
 
 const ITEM_KEYWORDS: &[&str] = &[
     "model", "import", "param", "order", "conjugate", "let", "fn", "term", "observe", "extremize",
-    "solve", "start", "sweep",
+    "solve", "start", "sweep", "simulate",
 ];
 const RESERVED: &[&str] = &[
     "model", "import", "param", "order", "conjugate", "let", "fn", "term", "observe", "extremize",
-    "solve", "start", "sweep", "in", "of", "from", "as", "E", "min", "argmin",
+    "solve", "start", "sweep", "simulate", "report", "in", "of", "from", "as", "E", "min", "argmin",
 ];
 
 /// Parse a whole file, collecting every syntax error.
@@ -286,8 +286,39 @@ fn item(input: Input) -> PResult<Item> {
         map(solve_decl, Item::Solve),
         map(start_decl, Item::Start),
         map(sweep_decl, Item::Sweep),
+        map(simulate_decl, Item::Simulate),
     ))
     .parse(input)
+}
+
+/// simulate := "simulate" "{" (("report" ident "=" expr string?) | (ident "=" expr)) ","? ... "}"
+fn simulate_decl(input: Input) -> PResult<SimulateDecl> {
+    let (input, start) = position(input)?;
+    let (mut input, _) = keyword("simulate").parse(input)?;
+    (input, _) = cut(expect("`{`", symbol("{"))).parse(input)?;
+    let mut settings = Vec::new();
+    let mut reports = Vec::new();
+    loop {
+        if let Ok((rest, _)) = symbol("}").parse(input) {
+            return Ok((rest, SimulateDecl { settings, reports, span: Span::new(start, end_position(rest)) }));
+        }
+        if let Ok((rest, report)) = (|i| named_expr("report", i)).parse(input) {
+            reports.push(report);
+            input = rest;
+        } else {
+            let (rest, (name, _, value)) = cut((
+                expect("a setting `name = value`, `report name = value` or `}`", identifier),
+                expect("`=`", symbol("=")),
+                expression,
+            ))
+            .parse(input)?;
+            settings.push((name, value));
+            input = rest;
+        }
+        if let Ok((rest, _)) = symbol(",").parse(input) {
+            input = rest;
+        }
+    }
 }
 
 /// model := "model" string
@@ -567,8 +598,44 @@ fn product(input: Input) -> PResult<Expr> {
     }
 }
 
+/// How deep expressions may nest. Every cycle of the grammar passes through `unary`, and each
+/// level costs the recursive descent kilobytes of stack (tens of kilobytes in debug builds), so
+/// deeper text is reported as an error instead of overflowing the stack and aborting.
+const MAX_NESTING: usize = 64;
+
+thread_local! {
+    static NESTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One level of expression nesting, counted while alive (also when parsing fails).
+struct NestingLevel;
+
+impl NestingLevel {
+    fn enter(input: &Input) -> Result<NestingLevel, nom::Err<ParserError>> {
+        let depth = NESTING.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        let level = NestingLevel;
+        if depth > MAX_NESTING {
+            return Err(nom::Err::Failure(ParserError {
+                offset: input.location_offset(),
+                expected: format!("at most {MAX_NESTING} levels of nested expressions"),
+            }));
+        }
+        Ok(level)
+    }
+}
+
+impl Drop for NestingLevel {
+    fn drop(&mut self) {
+        NESTING.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
 /// unary := "-" unary | power
 fn unary(input: Input) -> PResult<Expr> {
+    let _level = NestingLevel::enter(&input)?;
     let (input, start) = position(input)?;
     if let Ok((rest, _)) = symbol("-").parse(input) {
         let (rest, operand) = cut(unary).parse(rest)?;
@@ -598,7 +665,7 @@ fn postfix(input: Input) -> PResult<Expr> {
             input = rest;
             continue;
         }
-        // No blank may separate a value from its index bracket, so `[a, b] [c]` is not indexing.
+        // An index bracket follows its value (blanks in between are allowed).
         if input.fragment().starts_with('[') {
             let (rest, indices) = delimited(
                 symbol("["),
@@ -805,6 +872,15 @@ mod tests {
         let text = "param a = \nparam b = 1\nlet c = (1 +\nlet d = 2\n";
         let errors = parse_model(text).unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("let a = {}x{}\nlet b = 1", "(".repeat(100_000), ")".repeat(100_000));
+        let errors = parse_model(&deep).unwrap_err();
+        assert!(errors[0].message.contains("nested"), "{errors:?}");
+        let fine = format!("let a = {}x{}", "(".repeat(MAX_NESTING - 1), ")".repeat(MAX_NESTING - 1));
+        assert!(parse_model(&fine).is_ok());
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub struct Declarations<'a> {
     pub solve: Vec<&'a Setting>,
     pub starts: Vec<&'a StartDecl>,
     pub sweeps: Vec<&'a SweepDecl>,
+    pub simulate: Option<&'a SimulateDecl>,
 }
 
 impl<'a> Declarations<'a> {
@@ -100,6 +101,12 @@ pub fn collect_declarations(file: &ModelFile) -> Result<Declarations<'_>, Vec<Ty
             Item::Solve(s) => decls.solve.extend(s.settings.iter()),
             Item::Start(s) => decls.starts.push(s),
             Item::Sweep(s) => decls.sweeps.push(s),
+            Item::Simulate(s) => {
+                if decls.simulate.is_some() {
+                    errors.push(TypeError::new(s.span, "`simulate` is given twice"));
+                }
+                decls.simulate = Some(s)
+            }
         }
     }
 

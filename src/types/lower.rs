@@ -19,7 +19,7 @@ struct Value {
 
 /// Scalar constant folding is not attempted on the tape; this evaluates compile-time
 /// integers (sizes, indices) from numbers and params.
-fn constant(expr: &Expr, params: &BTreeMap<String, f64>) -> Result<f64, TypeError> {
+pub(super) fn constant(expr: &Expr, params: &BTreeMap<String, f64>) -> Result<f64, TypeError> {
     let value = match &expr.kind {
         ExprKind::Number(v) => *v,
         ExprKind::Var(name) => *params.get(&name.name).ok_or_else(|| {
@@ -55,6 +55,8 @@ struct Lowerer<'a> {
     imports: &'a BTreeMap<String, Exports>,
     /// Order parameters, conjugates, observables already computed.
     globals: BTreeMap<String, Value>,
+    /// Slots known to hold constants (for folding).
+    constants: BTreeMap<Slot, f64>,
     lets: BTreeMap<String, Value>,
     lets_in_progress: BTreeSet<String>,
     /// Bound variables and function arguments, innermost last.
@@ -84,6 +86,7 @@ impl<'a> Lowerer<'a> {
             params,
             imports,
             globals: BTreeMap::new(),
+            constants: BTreeMap::new(),
             lets: BTreeMap::new(),
             lets_in_progress: BTreeSet::new(),
             scopes: Vec::new(),
@@ -117,7 +120,31 @@ impl<'a> Lowerer<'a> {
     fn constant_value(&mut self, value: f64) -> Value {
         let dst = self.fresh();
         self.emit(Instr::Const { dst, value });
+        self.constants.insert(dst, value);
         Value { shape: Shape::Scalar, slots: vec![dst] }
+    }
+
+    /// Emit a plain instruction, folding it to a constant when all its inputs are constants
+    /// (with the evaluator's own arithmetic, so folding changes no bit).
+    fn emit_folded(&mut self, instr: Instr) -> Slot {
+        use crate::eval::tape::{apply_binary, apply_unary};
+        let known = |s: &Slot| self.constants.get(s).copied();
+        let (dst, folded) = match &instr {
+            Instr::Unary { op, dst, src } => (*dst, known(src).map(|x| apply_unary(*op, x))),
+            Instr::Binary { op, dst, left, right } => {
+                (*dst, known(left).zip(known(right)).map(|(a, b)| apply_binary(*op, a, b)))
+            }
+            Instr::PowI { dst, src, exponent } => (*dst, known(src).map(|x| x.powi(*exponent))),
+            other => (reads_writes(other).1[0], None),
+        };
+        match folded {
+            Some(value) => {
+                self.emit(Instr::Const { dst, value });
+                self.constants.insert(dst, value);
+            }
+            None => self.emit(instr),
+        }
+        dst
     }
 
     fn error(&mut self, error: TypeError) -> Value {
@@ -263,15 +290,14 @@ impl<'a> Lowerer<'a> {
     fn map_unary(&mut self, op: UnaryFn, v: &Value) -> Value {
         let out = self.fresh_value(v.shape);
         for (&dst, &src) in out.slots.iter().zip(&v.slots) {
-            self.emit(Instr::Unary { op, dst, src });
+            self.emit_folded(Instr::Unary { op, dst, src });
         }
         out
     }
 
     fn scalar_binary(&mut self, op: BinaryFn, left: Slot, right: Slot) -> Slot {
         let dst = self.fresh();
-        self.emit(Instr::Binary { op, dst, left, right });
-        dst
+        self.emit_folded(Instr::Binary { op, dst, left, right })
     }
 
     /// Elementwise with scalar broadcasting.
@@ -334,7 +360,7 @@ impl<'a> Lowerer<'a> {
                 }
                 if exponent.fract() == 0.0 && exponent.abs() <= 64.0 {
                     let dst = self.fresh();
-                    self.emit(Instr::PowI { dst, src: base.slots[0], exponent: exponent as i32 });
+                    self.emit_folded(Instr::PowI { dst, src: base.slots[0], exponent: exponent as i32 });
                     return Value { shape: Shape::Scalar, slots: vec![dst] };
                 }
                 if exponent == 0.5 {
@@ -778,6 +804,9 @@ impl<'a> Lowerer<'a> {
         self.scopes.pop();
         self.enclosing_nodes = saved_nodes;
         let body = self.blocks.pop().expect("pushed above");
+        // Node-independent work (square roots of order parameters, constants) runs once.
+        let (hoisted, body) = hoist_invariant(body, &node_slots);
+        self.blocks.last_mut().expect("a block is open").extend(hoisted);
         let dst = self.fresh_value(result.shape);
         let id = self.expect_count;
         self.expect_count += 1;
@@ -828,7 +857,10 @@ impl<'a> Lowerer<'a> {
         if objective.shape != Shape::Scalar {
             return self.error(TypeError::new(minimization.body.span, format!("a minimisation needs a scalar objective, found a {}", objective.shape)));
         }
-        let inputs = block_inputs(&body, &variable.slots);
+        // What does not depend on the variable is computed once, outside.
+        let (hoisted, body) = hoist_invariant(body, &variable.slots);
+        self.blocks.last_mut().expect("a block is open").extend(hoisted);
+        let (body, local_count, inputs, local_variable, local_objective) = compact(&body, &variable.slots, objective.slots[0]);
         let id = self.minimize_count;
         self.minimize_count += 1;
         self.minimize_cache_sizes.push((shape.len(), self.enclosing_nodes));
@@ -840,10 +872,11 @@ impl<'a> Lowerer<'a> {
             (Some(value), None, Value { shape: Shape::Scalar, slots: vec![value] })
         };
         self.emit(Instr::Minimize(Box::new(MinimizeBlock {
-            variable: variable.slots,
+            variable: local_variable,
             body,
-            objective: objective.slots[0],
+            objective: local_objective,
             inputs,
+            local_count,
             starts,
             dst_value,
             dst_argument,
@@ -852,43 +885,6 @@ impl<'a> Lowerer<'a> {
         })));
         result
     }
-}
-
-/// Slots a block reads before writing them (its inputs from the enclosing scope).
-fn block_inputs(body: &[Instr], bound: &[Slot]) -> Vec<Slot> {
-    let mut written: BTreeSet<Slot> = bound.iter().copied().collect();
-    let mut inputs = BTreeSet::new();
-    let mut read = |s: Slot, written: &BTreeSet<Slot>| {
-        if !written.contains(&s) {
-            inputs.insert(s);
-        }
-    };
-    for instr in body {
-        match instr {
-            Instr::Const { dst, .. } => {
-                written.insert(*dst);
-            }
-            Instr::Copy { dst, src } | Instr::Unary { dst, src, .. } | Instr::PowI { dst, src, .. } => {
-                read(*src, &written);
-                written.insert(*dst);
-            }
-            Instr::Binary { dst, left, right, .. } => {
-                read(*left, &written);
-                read(*right, &written);
-                written.insert(*dst);
-            }
-            Instr::LogSumExp { dst, src } => {
-                src.iter().for_each(|s| read(*s, &written));
-                written.insert(*dst);
-            }
-            Instr::Matrix { src, dst, .. } => {
-                src.iter().for_each(|s| read(*s, &written));
-                written.extend(dst.iter().copied());
-            }
-            Instr::Expect(_) | Instr::Minimize(_) => {}
-        }
-    }
-    inputs.into_iter().collect()
 }
 
 fn transpose(v: &Value) -> Value {
@@ -1187,4 +1183,43 @@ fn check_domain(value: f64, domain: Domain) -> Result<(), String> {
     } else {
         Err(format!("must be {}", domain.keyword()))
     }
+}
+
+/// A plain program (no expectations or minimisations) computing `outputs` from named inputs
+/// of given shapes: per-sample losses and simulation reports.
+pub struct PlainProgram {
+    pub program: Program,
+    pub inputs: Vec<Vec<Slot>>,
+    pub outputs: Vec<(Shape, Vec<Slot>)>,
+}
+
+pub(super) fn lower_plain(
+    decls: &Declarations,
+    params: &BTreeMap<String, f64>,
+    imports: &BTreeMap<String, Exports>,
+    inputs: &[(&str, Shape)],
+    outputs: &[&Expr],
+) -> Result<PlainProgram, Vec<TypeError>> {
+    let mut lowerer = Lowerer::new(decls, params, imports, 0);
+    let mut scope = BTreeMap::new();
+    let mut input_slots = Vec::new();
+    for (name, shape) in inputs {
+        let value = lowerer.fresh_value(*shape);
+        input_slots.push(value.slots.clone());
+        scope.insert(name.to_string(), value);
+    }
+    lowerer.scopes.push(scope);
+    let mut values = Vec::new();
+    for expr in outputs {
+        let value = lowerer.lower(expr);
+        if lowerer.blocks.last().is_some_and(|b| b.iter().any(|i| matches!(i, Instr::Expect(_) | Instr::Minimize(_)))) {
+            lowerer.errors.push(TypeError::new(expr.span, "a per-sample expression cannot contain expectations or minimisations"));
+        }
+        values.push((value.shape, value.slots));
+    }
+    if !lowerer.errors.is_empty() {
+        return Err(lowerer.errors);
+    }
+    let instrs = lowerer.blocks.pop().unwrap_or_default();
+    Ok(PlainProgram { program: lowerer.into_program(instrs), inputs: input_slots, outputs: values })
 }

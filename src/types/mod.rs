@@ -6,6 +6,7 @@
 mod declarations;
 mod lower;
 mod shape;
+pub mod simulation;
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use crate::ir::{Program, Slot};
 use crate::syntax::{Domain, ModelFile, Objective, Span};
 
 pub use declarations::{collect_declarations, Declarations};
+pub use lower::PlainProgram;
 pub use shape::Shape;
 
 /// A problem found while checking a model file.
@@ -113,4 +115,9 @@ pub fn check_model(
 ) -> Result<CheckedModel, Vec<TypeError>> {
     let declarations = collect_declarations(file)?;
     lower::lower_model(file, &declarations, params, imports)
+}
+
+/// Parameter values of a file: defaults, overridden where given.
+pub fn param_values(decls: &Declarations, overrides: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    decls.params.iter().map(|p| (p.name.name.clone(), overrides.get(&p.name.name).copied().unwrap_or(p.default))).collect()
 }
