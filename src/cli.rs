@@ -27,6 +27,8 @@ pub enum Command {
     Run(RunArgs),
     /// Simulate the model's `simulate { }` section at finite d, averaging reports over seeds.
     Simulate(SimulateArgs),
+    /// Theory and simulation on the same sweep: a CSV and SVG figures in --out.
+    Compare(CompareArgs),
     /// Parse and type-check a model file (and its imports) without solving.
     Check { file: PathBuf },
     /// Print the saddle-point equations dPhi/dtheta = 0 derived from the free energy.
@@ -85,6 +87,27 @@ pub struct SimulateArgs {
     pub out: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    pub file: PathBuf,
+    /// Dimensions d, comma separated (one colour each in the figures).
+    #[arg(long = "d", value_name = "D[,D...]", value_delimiter = ',', required = true)]
+    pub dimensions: Vec<usize>,
+    #[arg(long, default_value_t = 16)]
+    pub seeds: u64,
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// The swept param: NAME=START:STOP:COUNT, NAME=V1,V2,... or NAME (range declared in the file).
+    #[arg(long, value_name = "NAME=...", required = true)]
+    pub sweep: String,
+    /// Theory curve resolution: points between the first and last swept value (0: only the swept values).
+    #[arg(long, default_value_t = 0)]
+    pub theory_points: usize,
+    /// Directory for comparison.csv, the SVG figures, theory.jsonl and simulation.jsonl.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub out: PathBuf,
+}
+
 fn flag_error(flag: &str, message: impl Into<String>) -> ToolkitError {
     ToolkitError::Flag { flag: flag.to_string(), message: message.into() }
 }
@@ -119,6 +142,13 @@ fn parse_solver_settings(values: &[String]) -> Result<Vec<(String, SettingValue)
 /// The swept param and its values, from the flag or the file's `sweep` declaration.
 fn parse_sweep(text: &str, loaded: &pipeline::LoadedModel) -> Result<(String, Vec<f64>), ToolkitError> {
     if let Some((name, range)) = text.split_once('=') {
+        if !range.contains(':') {
+            let values: Result<Vec<f64>, _> = range.split(',').map(|v| v.trim().parse::<f64>()).collect();
+            return match values {
+                Ok(v) if !v.is_empty() && v.iter().all(|x| x.is_finite()) => Ok((name.trim().to_string(), v)),
+                _ => Err(flag_error("--sweep", format!("expected NAME=START:STOP:COUNT or NAME=V1,V2,..., found `{text}`"))),
+            };
+        }
         let parts: Vec<&str> = range.split(':').collect();
         if parts.len() != 3 {
             return Err(flag_error("--sweep", format!("expected NAME=START:STOP:COUNT, found `{text}`")));
@@ -331,11 +361,93 @@ pub fn simulate(args: SimulateArgs) -> Result<String, ToolkitError> {
     })
 }
 
+pub fn compare(args: CompareArgs) -> Result<String, ToolkitError> {
+    use crate::figure::{write_csv, write_svg, Comparison, SimulationPoint, TheoryPoint};
+    let loaded = pipeline::load(&args.file)?;
+    let (swept, values) = parse_sweep(&args.sweep, &loaded)?;
+    std::fs::create_dir_all(&args.out).map_err(|e| flag_error("--out", format!("cannot create `{}`: {e}", args.out.display())))?;
+    // Theory on the swept values (and optionally a finer grid), warm-started along the sweep.
+    let mut theory_values = values.clone();
+    if args.theory_points > 1 {
+        let (low, high) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        theory_values.extend(linspace(low, high, args.theory_points));
+        theory_values.sort_by(f64::total_cmp);
+        theory_values.dedup();
+    }
+    let theory_file = args.out.join("theory.jsonl");
+    let theory_text = run(RunArgs {
+        file: args.file.clone(),
+        set: args.set.clone(),
+        sweep: Some(format!("{swept}={}", theory_values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","))),
+        format: Format::Json,
+        out: Some(theory_file),
+        resume: false,
+        solver: Vec::new(),
+        no_stability: true,
+    })?;
+    let theory: Vec<TheoryPoint> = theory_text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .map(|point| TheoryPoint {
+            x: point["params"][&swept].as_f64().unwrap_or(f64::NAN),
+            values: point["observables"]
+                .as_object()
+                .map(|o| o.iter().filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x))).collect())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let simulation_file = args.out.join("simulation.jsonl");
+    let simulation_text = simulate(SimulateArgs {
+        file: args.file.clone(),
+        dimensions: args.dimensions.clone(),
+        seeds: args.seeds,
+        first_seed: 0,
+        set: args.set.clone(),
+        sweep: Some(format!("{swept}={}", values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","))),
+        format: Format::Json,
+        out: Some(simulation_file),
+    })?;
+    let simulation: Vec<SimulationPoint> = simulation_text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .map(|point| SimulationPoint {
+            dimension: point["dimension"].as_u64().unwrap_or(0) as usize,
+            x: point["params"][&swept].as_f64().unwrap_or(f64::NAN),
+            values: point["observables"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| {
+                            (k.clone(), v["mean"].as_f64().unwrap_or(f64::NAN), v["sem"].as_f64().unwrap_or(f64::NAN), v["n"].as_u64().unwrap_or(0) as usize)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect();
+    // Observables both sides know: the reports named like theory observables.
+    let observables: Vec<String> = simulation
+        .first()
+        .map(|p| p.values.iter().map(|v| v.0.clone()).filter(|name| theory.iter().any(|t| t.values.iter().any(|(k, _)| k == name))).collect())
+        .unwrap_or_default();
+    if observables.is_empty() {
+        return Err(flag_error("compare", "no simulation report has the name of a theory observable (name them alike: `report eps0 = test_error`)"));
+    }
+    let comparison = Comparison { swept: swept.clone(), observables, theory, simulation };
+    let csv_path = args.out.join("comparison.csv");
+    write_csv(&comparison, &csv_path).map_err(|e| flag_error("--out", e.to_string()))?;
+    let figures = write_svg(&comparison, &args.out).map_err(|e| flag_error("--out", e.to_string()))?;
+    let mut text = crate::figure::summary(&comparison);
+    text.push_str(&format!("wrote {} and {} figure(s) in {}\n", csv_path.display(), figures.len(), args.out.display()));
+    Ok(text)
+}
+
 /// Run a parsed command line; the text to print, or an error to render.
 pub fn execute(cli: Cli) -> Result<String, ToolkitError> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Simulate(args) => simulate(args),
+        Command::Compare(args) => compare(args),
         Command::Check { file } => check(&file),
         Command::Equations { file, latex } => equations(&file, latex),
     }

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod diagnostic;
 pub mod eval;
+pub mod figure;
 pub mod ir;
 pub mod output;
 pub mod pipeline;

@@ -214,8 +214,11 @@ pub fn check(loaded: &LoadedModel) -> Result<(), ToolkitError> {
     // Imports are not solved for a check: their exports are not known, so qualified
     // names are resolved against declarations with placeholder values.
     let imports = placeholder_exports(loaded);
-    check_model(&loaded.file, &BTreeMap::new(), &imports)
-        .map_err(|errors| ToolkitError::Type { path: loaded.path.clone(), text: loaded.source.clone(), errors })?;
+    let type_error = |errors| ToolkitError::Type { path: loaded.path.clone(), text: loaded.source.clone(), errors };
+    check_model(&loaded.file, &BTreeMap::new(), &imports).map_err(type_error)?;
+    let decls = collect_declarations(&loaded.file).map_err(type_error)?;
+    SolverOptions::from_settings(&decls.solve)
+        .map_err(|errors| type_error(errors.into_iter().map(|(s, m)| TypeError::new(s.span, m)).collect()))?;
     let has_section = loaded.file.items.iter().any(|i| matches!(i, Item::Simulate(_)));
     if has_section {
         simulation(loaded, &BTreeMap::new())?;

@@ -100,18 +100,17 @@ struct Local {
     point: Vec<f64>,
     value: f64,
     gradient_norm: f64,
+    /// Hessian at `point`.
+    hessian: DMatrix<f64>,
 }
 
 fn newton(objective: &mut Objective, start: &[f64]) -> Result<Local, EvalError> {
     let mut x = start.to_vec();
-    let mut gradient_norm = f64::INFINITY;
-    let mut value = f64::INFINITY;
     for _ in 0..MAX_NEWTON_STEPS {
         let (f, g, h) = objective.second_order(&x)?;
-        value = f;
-        gradient_norm = g.amax();
+        let gradient_norm = g.amax();
         if !f.is_finite() || gradient_norm <= 1e-11 * (1.0 + f.abs()) {
-            break;
+            return Ok(Local { point: x, value: f, gradient_norm, hessian: h });
         }
         let direction = guarded_direction(&g, &h);
         let slope = g.dot(&direction);
@@ -128,17 +127,21 @@ fn newton(objective: &mut Objective, start: &[f64]) -> Result<Local, EvalError> 
             step *= 0.5;
         }
         if !accepted {
-            break;
+            return Ok(Local { point: x, value: f, gradient_norm, hessian: h });
         }
         let moved = step * direction.amax();
         if moved <= 1e-15 * (1.0 + x.iter().fold(0.0f64, |m, v| m.max(v.abs()))) {
-            let (f, g, _) = objective.second_order(&x)?;
-            value = f;
-            gradient_norm = g.amax();
             break;
         }
     }
-    Ok(Local { point: x, value, gradient_norm })
+    let (value, g, hessian) = objective.second_order(&x)?;
+    Ok(Local { point: x, value, gradient_norm: g.amax(), hessian })
+}
+
+/// A minimiser and the objective's Hessian there (f64).
+pub struct Minimum {
+    pub point: Vec<f64>,
+    pub hessian: DMatrix<f64>,
 }
 
 /// Global minimiser in f64 over all starting points.
@@ -148,7 +151,7 @@ pub fn minimize<D: Number>(
     cache: &MinimizerCache,
     node: usize,
     exhaustive: bool,
-) -> Result<Vec<f64>, EvalError> {
+) -> Result<Minimum, EvalError> {
     let k = block.variable.len();
     let mut objective = Objective::new(block, registers);
     let mut starts: Vec<Vec<f64>> = Vec::with_capacity(block.starts.len() + 2);
@@ -178,6 +181,13 @@ pub fn minimize<D: Number>(
         }
     }
     let best = best.ok_or_else(|| EvalError::new("inner minimisation: the objective is not finite at any starting point"))?;
+    if best.point.iter().any(|v| v.abs() > 1e8) {
+        return Err(EvalError::new(format!("inner minimisation: the objective looks unbounded below (h = {:?}, value {:.3e})", best.point, best.value)));
+    }
+    let lowest_curvature = SymmetricEigen::new(best.hessian.clone()).eigenvalues.min();
+    if lowest_curvature < -1e-8 * (1.0 + best.hessian.amax()) {
+        return Err(EvalError::new(format!("inner minimisation: h = {:?} is a saddle or a maximum, not a minimum", best.point)));
+    }
     if best.gradient_norm > 1e-6 * (1.0 + best.value.abs()) {
         return Err(EvalError::new(format!(
             "inner minimisation did not converge: gradient norm {:.3e} at h = {:?}",
@@ -185,18 +195,18 @@ pub fn minimize<D: Number>(
         )));
     }
     cache.set(node, &best.point);
-    Ok(best.point)
+    Ok(Minimum { point: best.point, hessian: best.hessian })
 }
 
 /// The minimiser as a number of type D: exact first derivatives through one implicit-function step.
-pub fn lift<D: Number>(block: &MinimizeBlock, registers: &[D], minimizer: &[f64]) -> Result<Vec<D>, EvalError> {
+pub fn lift<D: Number>(block: &MinimizeBlock, registers: &[D], minimum: &Minimum) -> Result<Vec<D>, EvalError> {
+    let minimizer = &minimum.point;
     if D::NDERIV == 0 {
         return Ok(minimizer.iter().map(|&v| D::from(v)).collect());
     }
     let k = minimizer.len();
     // Hessian in f64 at the minimiser.
-    let mut objective = Objective::new(block, registers);
-    let (_, _, hessian) = objective.second_order(minimizer)?;
+    let hessian = minimum.hessian.clone();
     // Gradient in h of F(h*, p) with p carrying the caller's derivatives: k passes in Dual<D>.
     let mut lifted_registers: Vec<Dual<D>> = local_registers(block, registers, Dual::from_re);
     let mut gradient: Vec<D> = Vec::with_capacity(k);

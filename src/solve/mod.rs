@@ -130,7 +130,7 @@ pub struct Solution {
     pub failed: Vec<FailedStart>,
     pub terms: Vec<(String, f64)>,
     pub observables: Vec<(String, Shape, Vec<f64>)>,
-    /// Half-width of the spread over independent quasi-Monte-Carlo scrambles, per observable.
+    /// Standard error over independent quasi-Monte-Carlo scrambles, per observable.
     pub integration_error: Vec<(String, f64)>,
 }
 
@@ -148,7 +148,9 @@ fn default_start(problem: &SaddleProblem, informed: bool) -> Vec<f64> {
     (0..model.unknown_count())
         .map(|i| {
             let positive = !matches!(model.unknown_domains[i], crate::syntax::Domain::Real | crate::syntax::Domain::Integer);
+            let nonnegative = model.unknown_domains[i] == crate::syntax::Domain::Nonnegative;
             match (model.unknown_roles[i], positive, informed) {
+                (_, true, false) if nonnegative => 0.0,
                 (_, true, _) => 1.0,
                 (Role::Order, false, true) => 0.5,
                 (Role::Conjugate, false, true) => 1.0,

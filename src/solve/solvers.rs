@@ -158,11 +158,11 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
         let saddle = problem.problem.as_ref().expect("problem is set").0;
         let mut x = state.get_param().ok_or_else(|| Error::msg("no starting point"))?.clone();
         let previous = x.clone();
-        // Inner minimisers are searched from every start periodically and, once close to a
-        // fixed point, at every sweep: the accepted fixed point is one of the exhaustive map
-        // (tracked minimisers can sit in a basin that is no longer the lowest). In between
-        // they are tracked from the cache, which is several times cheaper.
-        if state.get_cost() <= 1e3 * self.tolerance {
+        // Inner minimisers are tracked from the cache (several times cheaper) and searched
+        // from every start periodically; once the tracked iteration has converged, every
+        // further sweep is exhaustive, so the accepted fixed point is one of the exhaustive
+        // map (a tracked minimiser can sit in a basin that is no longer the lowest).
+        if state.get_cost() <= self.tolerance {
             self.last_exhaustive = true;
         }
         let exhaustive = self.last_exhaustive || state.get_iter() % 8 == 0;

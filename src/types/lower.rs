@@ -166,6 +166,23 @@ impl<'a> Lowerer<'a> {
 
     // ------------------------------------------------------------ names
 
+    /// A compile-time constant, unless it reads a name bound here (a function argument or an
+    /// integration variable shadows a param of the same name).
+    fn constant_here(&self, expr: &Expr) -> Result<f64, TypeError> {
+        fn reads_scoped(expr: &Expr, scopes: &[BTreeMap<String, Value>]) -> bool {
+            match &expr.kind {
+                ExprKind::Var(v) => scopes.iter().any(|s| s.contains_key(&v.name)),
+                ExprKind::Neg(e) => reads_scoped(e, scopes),
+                ExprKind::Binary(_, a, b) => reads_scoped(a, scopes) || reads_scoped(b, scopes),
+                _ => false,
+            }
+        }
+        if reads_scoped(expr, &self.scopes) {
+            return Err(TypeError::new(expr.span, "not a constant"));
+        }
+        constant(expr, self.params)
+    }
+
     fn lookup(&mut self, ident: &Ident) -> Value {
         for scope in self.scopes.iter().rev() {
             if let Some(v) = scope.get(&ident.name) {
@@ -353,7 +370,7 @@ impl<'a> Lowerer<'a> {
     fn lower_binary(&mut self, op: BinaryOp, a: &Expr, b: &Expr, span: Span) -> Value {
         // Integer powers are exact products: cheaper and defined for negative bases.
         if op == BinaryOp::Pow {
-            if let Ok(exponent) = constant(b, self.params) {
+            if let Ok(exponent) = self.constant_here(b) {
                 let base = self.lower(a);
                 if base.shape != Shape::Scalar {
                     return self.error(TypeError::new(span, format!("`^` needs a scalar base, found a {}", base.shape)));
@@ -471,6 +488,9 @@ impl<'a> Lowerer<'a> {
             "max" | "min" | "pow" => {
                 if !self.expect_arity(name, args, 2) {
                     return self.constant_value(f64::NAN);
+                }
+                if name.name == "pow" {
+                    return self.lower_binary(BinaryOp::Pow, &args[0], &args[1], span);
                 }
                 let (a, b) = (self.lower(&args[0]), self.lower(&args[1]));
                 let op = match name.name.as_str() {
@@ -762,6 +782,14 @@ impl<'a> Lowerer<'a> {
             Some(RuleSpec::Sobol { points, scrambles }) => IntegrationRule::Sobol { points: points.max(1), scrambles: scrambles.max(1) },
             None => default_rule(&components),
         };
+        if matches!(rule, IntegrationRule::Sobol { .. }) && components.len() > 256 {
+            return self.error(TypeError::new(span, format!("sobol rules support at most 256 dimensions, this expectation has {}", components.len())));
+        }
+        if let IntegrationRule::Sobol { points, .. } = rule {
+            if points > 1 << 16 {
+                return self.error(TypeError::new(span, format!("sobol rules support at most 65536 points per scramble, found {points}; use more scrambles")));
+            }
+        }
         let node_count = rule_size(&components, rule);
         if node_count > 20_000_000 {
             return self.error(TypeError::new(span, format!("this integration rule has {node_count} nodes; use sobol(points) for high dimensions")));
@@ -1061,8 +1089,9 @@ pub(super) fn lower_model(
                     Shape::Matrix(..) => format!("{name}[{},{}]", i + 1, j + 1),
                 });
                 roles.push(role);
-                // Positivity of a matrix is a statement about its diagonal entries here.
-                domains.push(if shape == Shape::Scalar || i == j { domain } else { Domain::Real });
+                // Positivity of a matrix is a statement about its diagonal entries here;
+                // every entry of a vector carries the domain.
+                domains.push(if !matches!(shape, Shape::Matrix(..)) || i == j { domain } else { Domain::Real });
             }
         }
         let _ = span;

@@ -1,0 +1,73 @@
+//! The `toolkit` binary end to end: exit codes and messages for bad input, the main job.
+
+use std::process::Command;
+
+fn toolkit(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_toolkit"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into(), String::from_utf8_lossy(&output.stderr).into())
+}
+
+#[test]
+fn a_broken_model_file_exits_non_zero_with_line_and_column() {
+    let (ok, _, stderr) = toolkit(&["check", "tests/bad/unknown_name.lra"]);
+    assert!(!ok);
+    assert!(stderr.contains("tests/bad/unknown_name.lra:6:60"), "{stderr}");
+}
+
+#[test]
+fn a_bad_flag_names_the_flag() {
+    let (ok, _, stderr) = toolkit(&["run", "models/ridge.lra", "--set", "alhpa=2"]);
+    assert!(!ok);
+    assert!(stderr.contains("--set alhpa"), "{stderr}");
+    let (ok, _, stderr) = toolkit(&["run", "models/ridge.lra", "--sweep", "alpha=1:2"]);
+    assert!(!ok);
+    assert!(stderr.contains("--sweep"), "{stderr}");
+    let (ok, _, stderr) = toolkit(&["run", "models/ridge.lra", "--set", "alpha=-1"]);
+    assert!(!ok);
+    assert!(stderr.contains("must be positive"), "{stderr}");
+}
+
+#[test]
+fn a_solver_that_does_not_converge_says_so() {
+    let (ok, stdout, stderr) = toolkit(&["run", "models/ridge.lra", "--solver", "max_iter=2"]);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("no start converged"), "{stderr}");
+}
+
+#[test]
+fn run_prints_json_with_the_documented_keys() {
+    let (ok, stdout, stderr) = toolkit(&["run", "models/ridge.lra", "--format", "json"]);
+    assert!(ok, "{stderr}");
+    let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    for key in ["params", "order_parameters", "observables", "free_energy", "converged", "iterations"] {
+        assert!(value.get(key).is_some(), "missing {key}");
+    }
+}
+
+#[test]
+fn a_sweep_streams_json_lines_and_resumes() {
+    let dir = std::env::temp_dir().join(format!("toolkit-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("sweep.jsonl");
+    let out = out.to_str().unwrap();
+    let (ok, _, stderr) = toolkit(&["run", "models/ridge.lra", "--sweep", "alpha=0.5:2:4", "--format", "json", "--out", out]);
+    assert!(ok, "{stderr}");
+    assert_eq!(std::fs::read_to_string(out).unwrap().lines().count(), 4);
+    let (ok, stdout, stderr) = toolkit(&["run", "models/ridge.lra", "--sweep", "alpha=0.5:2:4", "--out", out, "--resume"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("4 points resumed"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(out).unwrap().lines().count(), 4);
+}
+
+#[test]
+fn equations_are_derived_symbolically() {
+    let (ok, stdout, stderr) = toolkit(&["equations", "models/ridge.lra"]);
+    assert!(ok, "{stderr}");
+    insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!("equations__ridge", stdout);
+    });
+}
