@@ -102,6 +102,9 @@ struct Local {
     gradient_norm: f64,
     /// Hessian at `point`.
     hessian: DMatrix<f64>,
+    /// Stationary to working precision: a small gradient, or a Newton step that would lower
+    /// the objective by less than its rounding error (flat objectives, e.g. a large V).
+    converged: bool,
 }
 
 fn newton(objective: &mut Objective, start: &[f64]) -> Result<Local, EvalError> {
@@ -110,10 +113,13 @@ fn newton(objective: &mut Objective, start: &[f64]) -> Result<Local, EvalError> 
         let (f, g, h) = objective.second_order(&x)?;
         let gradient_norm = g.amax();
         if !f.is_finite() || gradient_norm <= 1e-11 * (1.0 + f.abs()) {
-            return Ok(Local { point: x, value: f, gradient_norm, hessian: h });
+            return Ok(Local { point: x, value: f, gradient_norm, hessian: h, converged: f.is_finite() });
         }
         let direction = guarded_direction(&g, &h);
         let slope = g.dot(&direction);
+        if -slope <= 1e-14 * (1.0 + f.abs()) {
+            return Ok(Local { point: x, value: f, gradient_norm, hessian: h, converged: true });
+        }
         let mut step = 1.0;
         let mut accepted = false;
         while step > 1e-12 {
@@ -127,7 +133,8 @@ fn newton(objective: &mut Objective, start: &[f64]) -> Result<Local, EvalError> 
             step *= 0.5;
         }
         if !accepted {
-            return Ok(Local { point: x, value: f, gradient_norm, hessian: h });
+            let converged = gradient_norm <= 1e-6 * (1.0 + f.abs());
+            return Ok(Local { point: x, value: f, gradient_norm, hessian: h, converged });
         }
         let moved = step * direction.amax();
         if moved <= 1e-15 * (1.0 + x.iter().fold(0.0f64, |m, v| m.max(v.abs()))) {
@@ -135,7 +142,8 @@ fn newton(objective: &mut Objective, start: &[f64]) -> Result<Local, EvalError> 
         }
     }
     let (value, g, hessian) = objective.second_order(&x)?;
-    Ok(Local { point: x, value, gradient_norm: g.amax(), hessian })
+    let gradient_norm = g.amax();
+    Ok(Local { point: x, value, gradient_norm, hessian, converged: gradient_norm <= 1e-6 * (1.0 + value.abs()) })
 }
 
 /// A minimiser and the objective's Hessian there (f64).
@@ -188,7 +196,7 @@ pub fn minimize<D: Number>(
     if lowest_curvature < -1e-8 * (1.0 + best.hessian.amax()) {
         return Err(EvalError::new(format!("inner minimisation: h = {:?} is a saddle or a maximum, not a minimum", best.point)));
     }
-    if best.gradient_norm > 1e-6 * (1.0 + best.value.abs()) {
+    if !best.converged {
         return Err(EvalError::new(format!(
             "inner minimisation did not converge: gradient norm {:.3e} at h = {:?}",
             best.gradient_norm, best.point

@@ -31,11 +31,13 @@ pub struct SolverOptions {
     pub max_iter: u64,
     /// Largest |dPhi/dtheta| accepted at a reported fixed point.
     pub residual_tolerance: f64,
+    /// Depth of Anderson acceleration of the fixed-point iteration (0 turns it off).
+    pub anderson: usize,
 }
 
 impl Default for SolverOptions {
     fn default() -> Self {
-        SolverOptions { method: Method::FixedPoint, damping: 0.5, tolerance: 1e-10, max_iter: 5000, residual_tolerance: 1e-7 }
+        SolverOptions { method: Method::FixedPoint, damping: 0.5, tolerance: 1e-10, max_iter: 5000, residual_tolerance: 1e-7, anderson: 0 }
     }
 }
 
@@ -82,7 +84,14 @@ impl SolverOptions {
                 }
                 self.max_iter = m as u64;
             }
-            other => return Err(format!("unknown solver setting `{other}` (method, damping, tol, residual_tol, max_iter)")),
+            "anderson" => {
+                let m = number(value)?;
+                if !(0.0..=20.0).contains(&m) || m.fract() != 0.0 {
+                    return Err(format!("`anderson` must be a whole number from 0 to 20, found {m}"));
+                }
+                self.anderson = m as usize;
+            }
+            other => return Err(format!("unknown solver setting `{other}` (method, damping, tol, residual_tol, max_iter, anderson)")),
         }
         Ok(())
     }
@@ -181,7 +190,7 @@ fn run_solver(problem: &SaddleProblem, start: &[f64], options: &SolverOptions) -
     let mut x0 = start.to_vec();
     project(&mut x0, &problem.model.unknown_domains);
     let state = match options.method {
-        Method::FixedPoint => Executor::new(Saddle(problem), FixedPoint::new(options.damping, options.tolerance))
+        Method::FixedPoint => Executor::new(Saddle(problem), FixedPoint::new(options.damping, options.tolerance, options.anderson))
             .configure(|s| s.param(x0).max_iters(options.max_iter))
             .run()
             .map_err(|e| e.to_string())?

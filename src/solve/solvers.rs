@@ -141,11 +141,41 @@ pub struct FixedPoint {
     /// Set once the iteration is close to a fixed point: from then on every sweep searches
     /// inner minimisers from every start.
     pub last_exhaustive: bool,
+    /// Anderson acceleration depth (0: plain damped iteration).
+    pub memory: usize,
+    /// Recent iterates and their images under the damped map.
+    history: Vec<(Vec<f64>, Vec<f64>)>,
 }
 
 impl FixedPoint {
-    pub fn new(damping: f64, tolerance: f64) -> Self {
-        FixedPoint { damping, tolerance, last_exhaustive: false }
+    pub fn new(damping: f64, tolerance: f64, memory: usize) -> Self {
+        FixedPoint { damping, tolerance, last_exhaustive: false, memory, history: Vec::new() }
+    }
+
+    /// Anderson (type II) extrapolation from the stored iterates: the combination of recent
+    /// images whose residuals g(x) - x best cancel, in the least-squares sense.
+    fn extrapolate(&self) -> Option<Vec<f64>> {
+        let k = self.history.len();
+        if k < 2 {
+            return None;
+        }
+        let n = self.history[0].0.len();
+        let residual = |i: usize| -> DVector<f64> {
+            let (x, g) = &self.history[i];
+            DVector::from_iterator(n, g.iter().zip(x).map(|(a, b)| a - b))
+        };
+        let last = residual(k - 1);
+        let mut residual_steps = DMatrix::zeros(n, k - 1);
+        let mut image_steps = DMatrix::zeros(n, k - 1);
+        for j in 0..k - 1 {
+            residual_steps.set_column(j, &(residual(j + 1) - residual(j)));
+            let step = DVector::from_iterator(n, self.history[j + 1].1.iter().zip(&self.history[j].1).map(|(a, b)| a - b));
+            image_steps.set_column(j, &step);
+        }
+        let gamma = residual_steps.svd(true, true).solve(&last, 1e-10).ok()?;
+        let image = DVector::from_vec(self.history[k - 1].1.clone());
+        let next = image - image_steps * gamma;
+        next.iter().all(|v| v.is_finite()).then(|| next.iter().copied().collect())
     }
 }
 
@@ -179,6 +209,21 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
             .zip(&previous)
             .map(|(a, b)| (a - b).abs() / (self.damping * (1.0 + b.abs())))
             .fold(0.0, f64::max);
+        // Anderson acceleration; the history restarts whenever the map changes (an
+        // exhaustive sweep may move inner minimisers to other basins).
+        if self.memory > 0 && change > self.tolerance {
+            if exhaustive {
+                self.history.clear();
+            }
+            self.history.push((previous.clone(), x.clone()));
+            if self.history.len() > self.memory + 1 {
+                self.history.remove(0);
+            }
+            if let Some(mut accelerated) = self.extrapolate() {
+                project(&mut accelerated, &saddle.model.unknown_domains);
+                x = accelerated;
+            }
+        }
         Ok((state.param(x).cost(change), None))
     }
 

@@ -1,0 +1,54 @@
+//! Stage 0 of the attention model: the predictions at three parameter points are locked by
+//! snapshots (reviewed against simulations in validation/), and the fixed-point structure
+//! is the expected one.
+
+mod common;
+
+use common::{observable, rounded, solve};
+
+#[test]
+fn pretraining_predictions_at_three_points() {
+    for (name, params) in [
+        ("alpha0_4", vec![("alpha0", 4.0)]),
+        ("alpha0_8", vec![("alpha0", 8.0)]),
+        ("alpha0_4_clean", vec![("alpha0", 4.0), ("sigma0", 0.0)]),
+    ] {
+        let point = solve("pretrain.lra", &params);
+        let summary = serde_json::json!({
+            "params": point.params,
+            "eps0": observable(&point, "eps0"),
+            "m0": observable(&point, "m0"),
+            "q0": observable(&point, "q0"),
+            "kappa": observable(&point, "kappa"),
+            "Delta": observable(&point, "Delta"),
+        });
+        insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+            insta::assert_yaml_snapshot!(format!("pretrain__{name}"), rounded(summary, 5));
+        });
+    }
+}
+
+#[test]
+fn the_informative_fixed_point_beats_the_uninformative_one_with_enough_data() {
+    let point = solve("pretrain.lra", &[("alpha0", 4.0)]);
+    let selected = point.fixed_points.iter().find(|f| f.selected).unwrap();
+    assert!(selected.order_parameters["m"].as_f64().unwrap().abs() > 0.9);
+    assert_eq!(selected.stable, Some(true));
+    // m = 0 is a fixed point too (the energy is even in m), with a higher energy, unstable.
+    let uninformative = point.fixed_points.iter().find(|f| f.order_parameters["m"].as_f64().unwrap().abs() < 1e-6);
+    let uninformative = uninformative.expect("the m = 0 fixed point is found");
+    assert!(uninformative.free_energy > selected.free_energy);
+    assert_eq!(uninformative.stable, Some(false));
+}
+
+#[test]
+fn the_effective_noise_is_what_pretraining_leaves_of_the_teacher() {
+    // kappa = m0/rho0 and Delta = q0 - m0^2/rho0 with rho0 = 1.
+    let point = solve("pretrain.lra", &[("alpha0", 8.0)]);
+    let (m0, q0) = (observable(&point, "m0"), observable(&point, "q0"));
+    assert!((observable(&point, "kappa") - m0).abs() < 1e-12);
+    assert!((observable(&point, "Delta") - (q0 - m0 * m0)).abs() < 1e-12);
+    // More data: a smaller test error than at alpha0 = 4.
+    let fewer = solve("pretrain.lra", &[("alpha0", 4.0)]);
+    assert!(observable(&point, "eps0") < observable(&fewer, "eps0"));
+}
