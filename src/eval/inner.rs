@@ -8,7 +8,7 @@
 //! order, the IFT correction at second order). Iterations are never differentiated.
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
-use num_dual::{Dual, HyperDual64};
+use num_dual::{Dual, Dual2SVec64, HyperDual64};
 
 use super::tape::{run_plain, MinimizerCache};
 use super::{EvalError, Number};
@@ -48,8 +48,35 @@ impl<'a> Objective<'a> {
         Ok(self.plain[self.block.objective])
     }
 
-    /// Value, gradient and Hessian from k(k+1)/2 hyper-dual passes.
+    /// Value, gradient and Hessian: one second-order vector-dual pass for small k, else
+    /// k(k+1)/2 hyper-dual passes.
     fn second_order(&mut self, h: &[f64]) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
+        match h.len() {
+            1 => self.second_order_vector::<1>(h),
+            2 => self.second_order_vector::<2>(h),
+            3 => self.second_order_vector::<3>(h),
+            4 => self.second_order_vector::<4>(h),
+            _ => self.second_order_passes(h),
+        }
+    }
+
+    fn second_order_vector<const K: usize>(&mut self, h: &[f64]) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
+        let mut registers: Vec<Dual2SVec64<K>> = self.plain.iter().map(|&v| Dual2SVec64::<K>::from_re(v)).collect();
+        for (i, (slot, &v)) in self.block.variable.iter().zip(h).enumerate() {
+            registers[*slot] = Dual2SVec64::<K>::from_re(v).derivative(i);
+        }
+        run_plain(&self.block.body, &mut registers)?;
+        let f = registers[self.block.objective];
+        let gradient = f.v1.unwrap_generic(nalgebra::U1, nalgebra::Const::<K>);
+        let hessian = f.v2.unwrap_generic(nalgebra::Const::<K>, nalgebra::Const::<K>);
+        Ok((
+            f.re,
+            DVector::from_iterator(K, gradient.iter().copied()),
+            DMatrix::from_iterator(K, K, hessian.iter().copied()),
+        ))
+    }
+
+    fn second_order_passes(&mut self, h: &[f64]) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
         let k = h.len();
         let mut gradient = DVector::zeros(k);
         let mut hessian = DMatrix::zeros(k, k);

@@ -103,27 +103,37 @@ impl SaddleProblem {
 
     /// d Phi / d x_i for i in `which`, from forward-mode passes on `evaluator`.
     fn gradient_on(&self, evaluator: &Evaluator, x: &[f64], which: &[usize]) -> Result<Vec<f64>, EvalError> {
-        let outputs = self.term_slots();
+        // Narrow dual numbers when few directions are needed: every operation costs O(N).
         let mut gradient = vec![0.0; x.len()];
-        for chunk in which.chunks(GRADIENT_CHUNK) {
-            let seeded: Vec<DualSVec64<GRADIENT_CHUNK>> = x
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| match chunk.iter().position(|&c| c == i) {
-                    Some(k) => DualSVec64::<GRADIENT_CHUNK>::from_re(v).derivative(k),
-                    None => DualSVec64::<GRADIENT_CHUNK>::from_re(v),
-                })
-                .collect();
-            let value = self.total(evaluator, &seeded, &outputs)?;
-            let derivatives: SVector<f64, GRADIENT_CHUNK> = value.eps.unwrap_generic(nalgebra::Const, U1);
-            for (k, &i) in chunk.iter().enumerate() {
-                gradient[i] = derivatives[k];
-            }
+        if which.len() <= 4 {
+            self.gradient_chunks::<4>(evaluator, x, which, &mut gradient)?;
+        } else {
+            self.gradient_chunks::<GRADIENT_CHUNK>(evaluator, x, which, &mut gradient)?;
         }
         if gradient.iter().any(|g| !g.is_finite()) {
             return Err(EvalError::new(format!("the gradient is not finite at {}", self.describe(x))));
         }
         Ok(gradient)
+    }
+
+    fn gradient_chunks<const N: usize>(&self, evaluator: &Evaluator, x: &[f64], which: &[usize], gradient: &mut [f64]) -> Result<(), EvalError> {
+        let outputs = self.term_slots();
+        for chunk in which.chunks(N) {
+            let seeded: Vec<DualSVec64<N>> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| match chunk.iter().position(|&c| c == i) {
+                    Some(k) => DualSVec64::<N>::from_re(v).derivative(k),
+                    None => DualSVec64::<N>::from_re(v),
+                })
+                .collect();
+            let value = self.total(evaluator, &seeded, &outputs)?;
+            let derivatives: SVector<f64, N> = value.eps.unwrap_generic(nalgebra::Const, U1);
+            for (k, &i) in chunk.iter().enumerate() {
+                gradient[i] = derivatives[k];
+            }
+        }
+        Ok(())
     }
 
     pub fn gradient(&self, x: &[f64]) -> Result<Vec<f64>, EvalError> {
