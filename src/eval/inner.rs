@@ -19,8 +19,7 @@ const MAX_NEWTON_STEPS: usize = 100;
 /// The f64 objective of one minimisation at fixed outer inputs.
 struct Objective<'a> {
     block: &'a MinimizeBlock,
-    /// Local register files of the body.
-    registers: Vec<HyperDual64>,
+    /// Local register file of the body (inputs set, f64).
     plain: Vec<f64>,
 }
 
@@ -35,9 +34,8 @@ pub fn local_registers<D: Number, T: Number>(block: &MinimizeBlock, outer: &[D],
 
 impl<'a> Objective<'a> {
     fn new<D: Number>(block: &'a MinimizeBlock, outer: &[D]) -> Self {
-        let registers = local_registers(block, outer, |v| HyperDual64::from(v.re()));
         let plain = local_registers(block, outer, |v| v.re());
-        Objective { block, registers, plain }
+        Objective { block, plain }
     }
 
     fn value(&mut self, h: &[f64]) -> Result<f64, EvalError> {
@@ -81,15 +79,16 @@ impl<'a> Objective<'a> {
         let mut gradient = DVector::zeros(k);
         let mut hessian = DMatrix::zeros(k, k);
         let mut value = 0.0;
+        let mut registers: Vec<HyperDual64> = self.plain.iter().map(|&v| HyperDual64::from(v)).collect();
         for i in 0..k {
             for j in i..k {
                 for (d, (slot, &v)) in self.block.variable.iter().zip(h).enumerate() {
                     let e1 = if d == i { 1.0 } else { 0.0 };
                     let e2 = if d == j { 1.0 } else { 0.0 };
-                    self.registers[*slot] = HyperDual64::new(v, e1, e2, 0.0);
+                    registers[*slot] = HyperDual64::new(v, e1, e2, 0.0);
                 }
-                run_plain(&self.block.body, &mut self.registers)?;
-                let f = self.registers[self.block.objective];
+                run_plain(&self.block.body, &mut registers)?;
+                let f = registers[self.block.objective];
                 value = f.re;
                 if i == j {
                     gradient[i] = f.eps1;

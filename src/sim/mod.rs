@@ -18,7 +18,8 @@
 //! - [`objective`]: the batched objective and its gradient with respect to the weights;
 //! - [`mod@train`]: L-BFGS training and initialisations;
 //! - [`mod@observe`]: test error, overlap matrices and their sign-invariant forms;
-//! - [`run`]: whole seeds, parallel seed sweeps and multi-stage chaining.
+//! - [`run`]: whole seeds, parallel seed sweeps and multi-stage chaining;
+//! - [`experiment`]: simulations described by a model file's `simulate { }` section.
 
 pub mod data;
 pub mod experiment;
