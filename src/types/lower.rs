@@ -27,18 +27,22 @@ pub(super) fn constant(expr: &Expr, params: &BTreeMap<String, f64>) -> Result<f6
         })?,
         ExprKind::Neg(e) => -constant(e, params)?,
         ExprKind::Binary(op, a, b) => {
-            let (a, b) = (constant(a, params)?, constant(b, params)?);
-            match op {
-                BinaryOp::Add => a + b,
-                BinaryOp::Sub => a - b,
-                BinaryOp::Mul => a * b,
-                BinaryOp::Div => a / b,
-                BinaryOp::Pow => a.powf(b),
-            }
+            crate::eval::tape::apply_binary(binary_fn(*op), constant(a, params)?, constant(b, params)?)
         }
         _ => return Err(TypeError::new(expr.span, "expected a constant (numbers and params only)")),
     };
     Ok(value)
+}
+
+/// The tape operation of an arithmetic operator.
+fn binary_fn(op: BinaryOp) -> BinaryFn {
+    match op {
+        BinaryOp::Add => BinaryFn::Add,
+        BinaryOp::Sub => BinaryFn::Sub,
+        BinaryOp::Mul => BinaryFn::Mul,
+        BinaryOp::Div => BinaryFn::Div,
+        BinaryOp::Pow => BinaryFn::Pow,
+    }
 }
 
 fn constant_size(expr: &Expr, params: &BTreeMap<String, f64>) -> Result<usize, TypeError> {
