@@ -57,7 +57,7 @@ pub struct RunArgs {
     /// Continue a sweep: keep the points already in --out and solve only the missing ones.
     #[arg(long)]
     pub resume: bool,
-    /// Solver setting KEY=VALUE (method, damping, tol, residual_tol, max_iter); overrides the file.
+    /// Solver setting KEY=VALUE (method, damping, tol, residual_tol, max_iter, anderson, trace=1 prints every iteration); overrides the file.
     #[arg(long = "solver", value_name = "KEY=VALUE")]
     pub solver: Vec<String>,
     /// Skip the local-stability analysis of fixed points (saves one Hessian per fixed point).

@@ -33,11 +33,13 @@ pub struct SolverOptions {
     pub residual_tolerance: f64,
     /// Depth of Anderson acceleration of the fixed-point iteration (0 turns it off).
     pub anderson: usize,
+    /// Print every iteration (start, iteration, change, elapsed time) to stderr.
+    pub trace: bool,
 }
 
 impl Default for SolverOptions {
     fn default() -> Self {
-        SolverOptions { method: Method::FixedPoint, damping: 0.5, tolerance: 1e-10, max_iter: 5000, residual_tolerance: 1e-7, anderson: 0 }
+        SolverOptions { method: Method::FixedPoint, damping: 0.5, tolerance: 1e-10, max_iter: 5000, residual_tolerance: 1e-7, anderson: 0, trace: false }
     }
 }
 
@@ -91,7 +93,8 @@ impl SolverOptions {
                 }
                 self.anderson = m as usize;
             }
-            other => return Err(format!("unknown solver setting `{other}` (method, damping, tol, residual_tol, max_iter, anderson)")),
+            "trace" => self.trace = number(value)? != 0.0,
+            other => return Err(format!("unknown solver setting `{other}` (method, damping, tol, residual_tol, max_iter, anderson, trace)")),
         }
         Ok(())
     }
@@ -186,20 +189,47 @@ pub fn model_starts(problem: &SaddleProblem) -> Vec<(String, Vec<f64>)> {
         .collect()
 }
 
-fn run_solver(problem: &SaddleProblem, start: &[f64], options: &SolverOptions) -> Result<(Vec<f64>, u64), String> {
+/// Prints one line per solver iteration to stderr (`trace = 1`).
+struct IterationTrace {
+    start: String,
+    clock: std::time::Instant,
+}
+
+impl argmin::core::observers::Observe<solvers::SaddleState> for IterationTrace {
+    fn observe_iter(&mut self, state: &solvers::SaddleState, _kv: &argmin::core::KV) -> Result<(), argmin::core::Error> {
+        eprintln!(
+            "start `{}`: iteration {:>4}  change {:.3e}  {:.2} s",
+            self.start,
+            state.get_iter(),
+            state.get_cost(),
+            self.clock.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+fn run_solver(problem: &SaddleProblem, name: &str, start: &[f64], options: &SolverOptions) -> Result<(Vec<f64>, u64), String> {
     let mut x0 = start.to_vec();
     project(&mut x0, &problem.model.unknown_domains);
+    let trace = || IterationTrace { start: name.to_string(), clock: std::time::Instant::now() };
+    let every = argmin::core::observers::ObserverMode::Always;
     let state = match options.method {
-        Method::FixedPoint => Executor::new(Saddle(problem), FixedPoint::new(options.damping, options.tolerance, options.anderson))
-            .configure(|s| s.param(x0).max_iters(options.max_iter))
-            .run()
-            .map_err(|e| e.to_string())?
-            .state,
-        Method::Newton => Executor::new(Saddle(problem), Newton { tolerance: options.residual_tolerance * 1e-2 })
-            .configure(|s| s.param(x0).max_iters(options.max_iter.min(200)))
-            .run()
-            .map_err(|e| e.to_string())?
-            .state,
+        Method::FixedPoint => {
+            let mut executor = Executor::new(Saddle(problem), FixedPoint::new(options.damping, options.tolerance, options.anderson))
+                .configure(|s| s.param(x0).max_iters(options.max_iter));
+            if options.trace {
+                executor = executor.add_observer(trace(), every);
+            }
+            executor.run().map_err(|e| e.to_string())?.state
+        }
+        Method::Newton => {
+            let mut executor = Executor::new(Saddle(problem), Newton { tolerance: options.residual_tolerance * 1e-2 })
+                .configure(|s| s.param(x0).max_iters(options.max_iter.min(200)));
+            if options.trace {
+                executor = executor.add_observer(trace(), every);
+            }
+            executor.run().map_err(|e| e.to_string())?.state
+        }
     };
     let state = &state;
     let iterations = state.get_iter();
@@ -218,7 +248,7 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
     let mut fixed_points: Vec<FixedPointReport> = Vec::new();
     let mut failed = Vec::new();
     for (name, start) in starts {
-        let (x, iterations) = match run_solver(problem, start, options) {
+        let (x, iterations) = match run_solver(problem, name, start, options) {
             Ok(found) => found,
             Err(reason) => {
                 failed.push(FailedStart { start: name.clone(), reason });

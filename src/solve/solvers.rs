@@ -47,7 +47,7 @@ impl Hessian for Saddle<'_> {
     }
 }
 
-type SaddleState = IterState<Vec<f64>, Vec<f64>, (), Vec<Vec<f64>>, (), f64>;
+pub type SaddleState = IterState<Vec<f64>, Vec<f64>, (), Vec<Vec<f64>>, (), f64>;
 
 /// Solve `a x = b` (least squares if `a` is not square or singular).
 fn linear_solve(a: &DMatrix<f64>, b: &DVector<f64>) -> Option<DVector<f64>> {
@@ -145,11 +145,14 @@ pub struct FixedPoint {
     pub memory: usize,
     /// Recent iterates and their images under the damped map.
     history: Vec<(Vec<f64>, Vec<f64>)>,
+    /// The plain damped image behind the current (extrapolated) iterate: where to continue
+    /// if the extrapolation left the region where the free energy can be evaluated.
+    fallback: Option<Vec<f64>>,
 }
 
 impl FixedPoint {
     pub fn new(damping: f64, tolerance: f64, memory: usize) -> Self {
-        FixedPoint { damping, tolerance, last_exhaustive: false, memory, history: Vec::new() }
+        FixedPoint { damping, tolerance, last_exhaustive: false, memory, history: Vec::new(), fallback: None }
     }
 
     /// Anderson (type II) extrapolation from the stored iterates: the combination of recent
@@ -187,7 +190,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
     fn next_iter(&mut self, problem: &mut Problem<Saddle<'a>>, state: SaddleState) -> Result<(SaddleState, Option<KV>), Error> {
         let saddle = problem.problem.as_ref().expect("problem is set").0;
         let mut x = state.get_param().ok_or_else(|| Error::msg("no starting point"))?.clone();
-        let previous = x.clone();
+        let mut previous = x.clone();
         // Inner minimisers are tracked from the cache (several times cheaper) and searched
         // from every start periodically; once the tracked iteration has converged, every
         // further sweep is exhaustive, so the accepted fixed point is one of the exhaustive
@@ -197,7 +200,15 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
         }
         let exhaustive = self.last_exhaustive || state.get_iter() % 8 == 0;
         saddle.set_exhaustive(exhaustive);
-        let updated = alternating_update(saddle, &mut x, self.damping, true);
+        let mut updated = alternating_update(saddle, &mut x, self.damping, true);
+        // An extrapolated iterate may leave the domain where the energy is defined (a Gram
+        // matrix that is no longer positive definite): continue from the plain iterate.
+        if let (Err(_), Some(plain)) = (&updated, self.fallback.take()) {
+            self.history.clear();
+            x = plain.clone();
+            previous = plain;
+            updated = alternating_update(saddle, &mut x, self.damping, true);
+        }
         saddle.set_exhaustive(true);
         updated?;
         if x.iter().any(|v| !v.is_finite()) {
@@ -221,7 +232,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
             }
             if let Some(mut accelerated) = self.extrapolate() {
                 project(&mut accelerated, &saddle.model.unknown_domains);
-                x = accelerated;
+                self.fallback = Some(std::mem::replace(&mut x, accelerated));
             }
         }
         Ok((state.param(x).cost(change), None))
