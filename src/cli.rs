@@ -106,6 +106,9 @@ pub struct CompareArgs {
     /// Directory for comparison.csv, the SVG figures, theory.jsonl and simulation.jsonl.
     #[arg(long, value_name = "DIR", required = true)]
     pub out: PathBuf,
+    /// Logarithmic x axis in the figures (every swept value must be positive).
+    #[arg(long)]
+    pub log_x: bool,
 }
 
 fn flag_error(flag: &str, message: impl Into<String>) -> ToolkitError {
@@ -362,9 +365,13 @@ pub fn simulate(args: SimulateArgs) -> Result<String, ToolkitError> {
 }
 
 pub fn compare(args: CompareArgs) -> Result<String, ToolkitError> {
-    use crate::figure::{write_csv, write_svg, Comparison, SimulationPoint, TheoryPoint};
+    use crate::figure::{write_csv, write_svg, Comparison, FigureError, SimulationPoint, TheoryPoint, XScale, BEST_RUN};
     let loaded = pipeline::load(&args.file)?;
     let (swept, values) = parse_sweep(&args.sweep, &loaded)?;
+    // Checked before the solves and simulations, which take long, rather than when plotting.
+    if let Some(v) = values.iter().find(|&&v| v <= 0.0).filter(|_| args.log_x) {
+        return Err(flag_error("--log-x", format!("a logarithmic x axis needs positive values of {swept}, but the sweep includes {v}")));
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| flag_error("--out", format!("cannot create `{}`: {e}", args.out.display())))?;
     // Theory on the swept values (and optionally a finer grid), warm-started along the sweep.
     let mut theory_values = values.clone();
@@ -407,22 +414,29 @@ pub fn compare(args: CompareArgs) -> Result<String, ToolkitError> {
         format: Format::Json,
         out: Some(simulation_file),
     })?;
+    let estimates = |reports: &serde_json::Value| -> Vec<(String, f64, f64, usize)> {
+        reports
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v["mean"].as_f64().unwrap_or(f64::NAN), v["sem"].as_f64().unwrap_or(f64::NAN), v["n"].as_u64().unwrap_or(0) as usize))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Each simulated (point, d) gives the best-run series and one series per initialisation,
+    // so minima that some initialisations end in are shown next to the best ones.
     let simulation: Vec<SimulationPoint> = simulation_text
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .map(|point| SimulationPoint {
-            dimension: point["dimension"].as_u64().unwrap_or(0) as usize,
-            x: point["params"][&swept].as_f64().unwrap_or(f64::NAN),
-            values: point["observables"]
-                .as_object()
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| {
-                            (k.clone(), v["mean"].as_f64().unwrap_or(f64::NAN), v["sem"].as_f64().unwrap_or(f64::NAN), v["n"].as_u64().unwrap_or(0) as usize)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+        .flat_map(|point| {
+            let dimension = point["dimension"].as_u64().unwrap_or(0) as usize;
+            let x = point["params"][&swept].as_f64().unwrap_or(f64::NAN);
+            let inits = point["inits"].as_object().into_iter().flatten().map(|(init, reports)| (init.clone(), estimates(reports)));
+            std::iter::once((BEST_RUN.to_string(), estimates(&point["observables"])))
+                .chain(inits)
+                .map(|(run, values)| SimulationPoint { dimension, run, x, values })
+                .collect::<Vec<_>>()
         })
         .collect();
     // Observables both sides know: the reports named like theory observables.
@@ -436,7 +450,11 @@ pub fn compare(args: CompareArgs) -> Result<String, ToolkitError> {
     let comparison = Comparison { swept: swept.clone(), observables, theory, simulation };
     let csv_path = args.out.join("comparison.csv");
     write_csv(&comparison, &csv_path).map_err(|e| flag_error("--out", e.to_string()))?;
-    let figures = write_svg(&comparison, &args.out).map_err(|e| flag_error("--out", e.to_string()))?;
+    let x_scale = if args.log_x { XScale::Log } else { XScale::Linear };
+    let figures = write_svg(&comparison, &args.out, x_scale).map_err(|e| match e {
+        FigureError::NonPositiveX { .. } => flag_error("--log-x", e.to_string()),
+        _ => flag_error("--out", e.to_string()),
+    })?;
     let mut text = crate::figure::summary(&comparison);
     text.push_str(&format!("wrote {} and {} figure(s) in {}\n", csv_path.display(), figures.len(), args.out.display()));
     Ok(text)

@@ -3,13 +3,19 @@
 //! A [`Comparison`] pairs the replica-symmetric prediction along a one-parameter sweep
 //! ([`TheoryPoint`]s) with finite-size simulation estimates at several dimensions `d`
 //! ([`SimulationPoint`]s: mean, standard error of the mean and number of seeds per
-//! observable). Three renderings are offered:
+//! observable). Each simulation point belongs to a series ([`SimulationPoint::run`]): the
+//! best run per seed ([`BEST_RUN`], the lowest training objective over initialisations, which
+//! is what the theory describes) or one initialisation on its own, so that minima the
+//! practitioners' initialisation ends in are reported next to the best ones. Three renderings
+//! are offered:
 //!
-//! * [`write_csv`]: a long-format table, one row per (observable, source, point), with the
-//!   deviation of every simulation mean from the linearly interpolated theory in units of
-//!   its standard error;
-//! * [`write_svg`]: one SVG file per observable (theory as a black line, simulation as
-//!   coloured markers with ±1 sem error bars, one colour per dimension);
+//! * [`write_csv`]: a long-format table, one row per (observable, source, series, point),
+//!   with the deviation of every simulation mean from the linearly interpolated theory in
+//!   units of its standard error;
+//! * [`write_svg`]: one SVG file per observable (theory as a black line, the best run as
+//!   coloured markers with ±1 sem error bars, one colour per dimension; the initialisations
+//!   at the largest dimension as unfilled markers, one shape each), on a linear or
+//!   logarithmic x axis ([`XScale`]);
 //! * [`summary`]: a compact plain-text table of the worst and average deviations.
 //!
 //! Conventions shared by all three:
@@ -23,6 +29,7 @@
 //! * theory is interpolated linearly in `x` between theory points sorted by `x` (for
 //!   repeated `x` the first point in input order wins); outside `[min x, max x]` of the
 //!   theory there is no prediction and hence no deviation;
+//! * series are ordered best run first, then initialisations by name;
 //! * output is deterministic: the same input always yields the same bytes (rows and series
 //!   are sorted, numbers are printed with Rust's shortest round-trip `f64` formatting).
 //!
@@ -30,9 +37,12 @@
 //! `default-features = false` (no `ttf`/`ab_glyph` feature) plotters uses its built-in
 //! "naive" font metrics, so no system font is loaded or required at run time.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -45,11 +55,23 @@ pub struct TheoryPoint {
     pub values: Vec<(String, f64)>,
 }
 
-/// One simulated point: dimension `d`, swept value `x`, and per-observable statistics.
+/// Series name of the best run per seed (lowest training objective over initialisations).
+pub const BEST_RUN: &str = "best";
+
+fn best_run() -> String {
+    BEST_RUN.to_string()
+}
+
+/// One simulated point: dimension `d`, series, swept value `x`, and per-observable
+/// statistics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimulationPoint {
     /// Simulation dimension `d`.
     pub dimension: usize,
+    /// [`BEST_RUN`], or the name of the initialisation every seed was trained from. Absent
+    /// in JSON written before per-initialisation series existed, which held the best run.
+    #[serde(default = "best_run")]
+    pub run: String,
     /// Value of the swept parameter.
     pub x: f64,
     /// `(observable name, mean over seeds, standard error of the mean, number of seeds)`.
@@ -69,7 +91,17 @@ pub struct Comparison {
     pub simulation: Vec<SimulationPoint>,
 }
 
-/// Failure to write a comparison table or figure; every variant names the file involved.
+/// The x axis of the figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XScale {
+    /// Linear.
+    Linear,
+    /// Logarithmic (base 10); every `x` must be positive.
+    Log,
+}
+
+/// Failure to write a comparison table or figure; every variant names the file or
+/// observable involved.
 #[derive(Debug, thiserror::Error)]
 pub enum FigureError {
     /// Creating a directory or writing a file failed.
@@ -90,6 +122,18 @@ pub enum FigureError {
         #[source]
         source: csv::Error,
     },
+    /// A logarithmic x axis was asked for data at `x <= 0`.
+    #[error(
+        "a logarithmic x axis needs positive values, but `{observable}` has data at {swept} = {x}"
+    )]
+    NonPositiveX {
+        /// Observable whose figure cannot be drawn.
+        observable: String,
+        /// Name of the swept parameter.
+        swept: String,
+        /// The offending value.
+        x: f64,
+    },
     /// plotters failed to render a figure.
     #[error("plotting error while rendering `{}`: {message}", path.display())]
     Plot {
@@ -101,10 +145,11 @@ pub enum FigureError {
 }
 
 /// Fixed column names after the first (swept-value) column of [`write_csv`].
-const CSV_COLUMNS: [&str; 7] = [
+const CSV_COLUMNS: [&str; 8] = [
     "observable",
     "source",
     "dimension",
+    "run",
     "value",
     "sem",
     "seeds",
@@ -114,17 +159,19 @@ const CSV_COLUMNS: [&str; 7] = [
 /// Writes the comparison as a long-format CSV table to `path` (the parent directory must
 /// exist; the file is overwritten).
 ///
-/// Columns: `swept, observable, source, dimension, value, sem, seeds, deviation_in_sem`.
-/// The first column holds the swept value `x`; its header is the swept parameter's name
-/// ([`Comparison::swept`]), or literally `swept` if that name is empty or clashes with
-/// another column name. `source` is `theory` or `simulation`. Theory rows leave
-/// `dimension`, `sem`, `seeds` and `deviation_in_sem` empty. For simulation rows `value`
-/// is the mean and `deviation_in_sem = (mean - theory(x)) / sem`, with `theory(x)`
-/// linearly interpolated from the theory points; it is empty if `x` is outside the theory
-/// range or the sem is zero/missing.
+/// Columns: `swept, observable, source, dimension, run, value, sem, seeds,
+/// deviation_in_sem`. The first column holds the swept value `x`; its header is the swept
+/// parameter's name ([`Comparison::swept`]), or literally `swept` if that name is empty or
+/// clashes with another column name. `source` is `theory` or `simulation`; `run` is the
+/// series ([`SimulationPoint::run`]). Theory rows leave `dimension`, `run`, `sem`, `seeds`
+/// and `deviation_in_sem` empty. For simulation rows `value` is the mean and
+/// `deviation_in_sem = (mean - theory(x)) / sem`, with `theory(x)` linearly interpolated
+/// from the theory points; it is empty if `x` is outside the theory range or the sem is
+/// zero/missing. Every series, at every dimension, gets its rows and deviations.
 ///
 /// Row order: by observable (as listed), then all theory rows sorted by `x`, then
-/// simulation rows sorted by `(dimension, x)`. An empty comparison yields the header only.
+/// simulation rows sorted by series (best run first, then initialisations by name),
+/// dimension and `x`. An empty comparison yields the header only.
 pub fn write_csv(comparison: &Comparison, path: &Path) -> Result<(), FigureError> {
     let csv_err = |source| FigureError::Csv {
         path: path.to_path_buf(),
@@ -144,6 +191,7 @@ pub fn write_csv(comparison: &Comparison, path: &Path) -> Result<(), FigureError
                     obs.to_string(),
                     "theory".into(),
                     String::new(),
+                    String::new(),
                     fmt_f64(value),
                     String::new(),
                     String::new(),
@@ -159,6 +207,7 @@ pub fn write_csv(comparison: &Comparison, path: &Path) -> Result<(), FigureError
                     obs.to_string(),
                     "simulation".into(),
                     p.dimension.to_string(),
+                    p.run.to_string(),
                     fmt_f64(p.mean),
                     p.sem.map(fmt_f64).unwrap_or_default(),
                     p.seeds.to_string(),
@@ -186,18 +235,32 @@ pub fn write_csv(comparison: &Comparison, path: &Path) -> Result<(), FigureError
 /// would collide (case-insensitively) get a suffix `_2`, `_3`, ... in order.
 ///
 /// Each figure (800x600 px) shows the theory as a solid black line through the theory
-/// points sorted by `x` (legend "theory"), and the simulation as filled circles with
+/// points sorted by `x` (legend "theory"), and the best run as filled circles with
 /// vertical error bars of ±1 sem, one colour per dimension in increasing `d` (legend
-/// "d = 100 (mean +/- 1 sem)"). Axis labels are the swept name (x) and the observable name
-/// (y); the title is "<observable> vs <swept>". The x range spans all finite data (theory
-/// and simulation) padded by 2%; the y range covers theory values and error bars, padded
-/// by 5% on each side. An observable without any finite data still gets a figure (empty
-/// axes on a unit range). If there are no observables, nothing is written (not even the
-/// directory) and `Ok(vec![])` is returned.
-pub fn write_svg(comparison: &Comparison, dir: &Path) -> Result<Vec<PathBuf>, FigureError> {
+/// "d = 100 (mean +/- 1 sem)"). Each initialisation's series is drawn only at the largest
+/// dimension of the observable's simulation data (more would be unreadable; the CSV has
+/// them all), in that dimension's colour with ±1 sem bars and its own unfilled marker shape,
+/// at its true `x` (legend "d = 400, init lora"). Axis labels are the swept name (x) and
+/// the observable name (y); the title is "<observable> vs <swept>". The x range spans all
+/// drawn finite data (theory and simulation) padded by 2% (of its logarithm with
+/// [`XScale::Log`]); the y range covers theory values and drawn error bars, padded by 5% on
+/// each side. An observable without any finite data still gets a figure (empty axes on a
+/// unit range). If there are no observables, nothing is written (not even the directory)
+/// and `Ok(vec![])` is returned.
+///
+/// With [`XScale::Log`] any finite `x <= 0` in the theory or simulation data of a listed
+/// observable is a [`FigureError::NonPositiveX`], reported before anything is written.
+pub fn write_svg(
+    comparison: &Comparison,
+    dir: &Path,
+    x_scale: XScale,
+) -> Result<Vec<PathBuf>, FigureError> {
     let observables = unique_observables(comparison);
     if observables.is_empty() {
         return Ok(Vec::new());
+    }
+    if x_scale == XScale::Log {
+        check_positive_x(comparison, &observables)?;
     }
     std::fs::create_dir_all(dir).map_err(|source| FigureError::Io {
         path: dir.to_path_buf(),
@@ -209,7 +272,7 @@ pub fn write_svg(comparison: &Comparison, dir: &Path) -> Result<Vec<PathBuf>, Fi
     for obs in observables {
         let stem = unique_stem(&sanitize_file_stem(obs), &mut taken);
         let path = dir.join(format!("{stem}.svg"));
-        let svg = render_svg(comparison, obs).map_err(|message| FigureError::Plot {
+        let svg = render_svg(comparison, obs, x_scale).map_err(|message| FigureError::Plot {
             path: path.clone(),
             message,
         })?;
@@ -222,22 +285,32 @@ pub fn write_svg(comparison: &Comparison, dir: &Path) -> Result<Vec<PathBuf>, Fi
     Ok(written)
 }
 
-/// A compact plain-text summary: for each observable and dimension, the number of
-/// simulation points compared with theory (those with `x` inside the theory range), the
-/// largest `|deviation_in_sem|` (over points with a positive sem) and the mean absolute
-/// deviation `|mean - theory|` of the simulation means. `-` marks an undefined entry.
+/// A compact plain-text summary: for each observable, one line per dimension for the best
+/// run, then one line per initialisation at the largest dimension (labelled `init <name>`
+/// in the `run` column). Each line gives the number of simulation points compared with
+/// theory (those with `x` inside the theory range), the largest `|deviation_in_sem|` (over
+/// points with a positive sem) and the mean absolute deviation `|mean - theory|` of the
+/// simulation means. `-` marks an undefined entry.
 pub fn summary(comparison: &Comparison) -> String {
-    let swept = if comparison.swept.is_empty() {
-        "x"
-    } else {
-        comparison.swept.as_str()
-    };
+    let swept = swept_name(comparison);
     let observables = unique_observables(comparison);
+    let best_points = comparison
+        .simulation
+        .iter()
+        .filter(|p| p.run == BEST_RUN)
+        .count();
+    let inits = init_runs(comparison);
     let mut out = format!(
-        "theory vs simulation over {swept}: {} theory point(s), {} simulation point(s)\n",
+        "theory vs simulation over {swept}: {} theory point(s), {best_points} simulation point(s)",
         comparison.theory.len(),
-        comparison.simulation.len()
     );
+    if !inits.is_empty() {
+        out.push_str(&format!(
+            " of the best run, also per initialisation ({})",
+            inits.join(", ")
+        ));
+    }
+    out.push('\n');
     if observables.is_empty() {
         out.push_str("(no observables)\n");
         return out;
@@ -246,30 +319,16 @@ pub fn summary(comparison: &Comparison) -> String {
     let header = [
         "observable".to_string(),
         "d".to_string(),
+        "run".to_string(),
         "compared".to_string(),
         "max|dev|/sem".to_string(),
         "mean|sim-theory|".to_string(),
     ];
-    let mut rows: Vec<[String; 5]> = Vec::new();
+    let mut rows: Vec<[String; 6]> = Vec::new();
     for obs in observables {
         let curve = TheoryCurve::new(comparison, obs);
-        let mut by_dim: BTreeMap<usize, (usize, usize, Option<f64>, f64)> = BTreeMap::new();
-        for p in simulation_points(comparison, obs) {
-            let entry = by_dim.entry(p.dimension).or_insert((0, 0, None, 0.0));
-            entry.1 += 1;
-            if let Some(theory) = curve.at(p.x) {
-                let abs = (p.mean - theory).abs();
-                if abs.is_finite() {
-                    entry.0 += 1;
-                    entry.3 += abs;
-                }
-            }
-            if let Some(dev) = p.deviation_in_sem(&curve) {
-                let dev = dev.abs();
-                entry.2 = Some(entry.2.map_or(dev, |m: f64| m.max(dev)));
-            }
-        }
-        if by_dim.is_empty() {
+        let sims = simulation_points(comparison, obs);
+        if sims.is_empty() {
             let note = if curve.points.is_empty() {
                 "no data"
             } else {
@@ -278,23 +337,44 @@ pub fn summary(comparison: &Comparison) -> String {
             rows.push([
                 obs.to_string(),
                 "-".into(),
+                "-".into(),
                 note.into(),
                 String::new(),
                 String::new(),
             ]);
             continue;
         }
-        for (d, (compared, total, max_dev, sum_abs)) in by_dim {
-            let mean_abs = if compared > 0 {
-                format_sig(sum_abs / compared as f64)
+        // Best run at every dimension, then each initialisation at the largest one.
+        let mut series: BTreeMap<(bool, &str, usize), Deviations> = BTreeMap::new();
+        let largest = largest_dimension(&sims);
+        for p in &sims {
+            let is_init = p.run != BEST_RUN;
+            if is_init && Some(p.dimension) != largest {
+                continue;
+            }
+            series
+                .entry((is_init, p.run, p.dimension))
+                .or_default()
+                .add(p, &curve);
+        }
+        for ((is_init, run, d), dev) in series {
+            let run = if is_init {
+                format!("init {run}")
+            } else {
+                run.to_string()
+            };
+            let mean_abs = if dev.compared > 0 {
+                format_sig(dev.sum_abs / dev.compared as f64)
             } else {
                 "-".into()
             };
             rows.push([
                 obs.to_string(),
                 d.to_string(),
-                format!("{compared}/{total}"),
-                max_dev.map_or_else(|| "-".into(), |m| format!("{m:.2}")),
+                run,
+                format!("{}/{}", dev.compared, dev.total),
+                dev.max_in_sem
+                    .map_or_else(|| "-".into(), |m| format!("{m:.2}")),
                 mean_abs,
             ]);
         }
@@ -313,7 +393,8 @@ pub fn summary(comparison: &Comparison) -> String {
                 line.push_str("  ");
             }
             let pad = w - cell.chars().count();
-            if i == 0 {
+            // Names are left-aligned, numbers right-aligned.
+            if i == 0 || i == 2 {
                 line.push_str(cell);
                 line.extend(std::iter::repeat_n(' ', pad));
             } else {
@@ -325,6 +406,36 @@ pub fn summary(comparison: &Comparison) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Deviation statistics of one series (one summary line).
+#[derive(Default)]
+struct Deviations {
+    /// Points with a theory value inside the range.
+    compared: usize,
+    /// All finite points.
+    total: usize,
+    /// Largest `|deviation_in_sem|`, if any point has a positive sem.
+    max_in_sem: Option<f64>,
+    /// Sum of `|mean - theory|` over the compared points.
+    sum_abs: f64,
+}
+
+impl Deviations {
+    fn add(&mut self, p: &SimPoint, curve: &TheoryCurve) {
+        self.total += 1;
+        if let Some(theory) = curve.at(p.x) {
+            let abs = (p.mean - theory).abs();
+            if abs.is_finite() {
+                self.compared += 1;
+                self.sum_abs += abs;
+            }
+        }
+        if let Some(dev) = p.deviation_in_sem(curve) {
+            let dev = dev.abs();
+            self.max_in_sem = Some(self.max_in_sem.map_or(dev, |m| m.max(dev)));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -385,7 +496,8 @@ impl TheoryCurve {
 }
 
 /// A finite simulation estimate of one observable.
-struct SimPoint {
+struct SimPoint<'a> {
+    run: &'a str,
     dimension: usize,
     x: f64,
     mean: f64,
@@ -394,7 +506,7 @@ struct SimPoint {
     seeds: usize,
 }
 
-impl SimPoint {
+impl SimPoint<'_> {
     fn deviation_in_sem(&self, curve: &TheoryCurve) -> Option<f64> {
         let sem = self.sem.filter(|&s| s > 0.0)?;
         let dev = (self.mean - curve.at(self.x)?) / sem;
@@ -402,14 +514,16 @@ impl SimPoint {
     }
 }
 
-/// Finite simulation points of one observable, sorted by `(dimension, x)` (stable).
-fn simulation_points(comparison: &Comparison, obs: &str) -> Vec<SimPoint> {
+/// Finite simulation points of one observable, sorted by series ([`run_order`]), dimension
+/// and `x` (stable).
+fn simulation_points<'a>(comparison: &'a Comparison, obs: &str) -> Vec<SimPoint<'a>> {
     let mut points: Vec<SimPoint> = comparison
         .simulation
         .iter()
         .filter_map(|p| {
             let (_, mean, sem, seeds) = p.values.iter().find(|(name, ..)| name == obs)?;
             (p.x.is_finite() && mean.is_finite()).then(|| SimPoint {
+                run: &p.run,
                 dimension: p.dimension,
                 x: p.x,
                 mean: *mean,
@@ -418,8 +532,64 @@ fn simulation_points(comparison: &Comparison, obs: &str) -> Vec<SimPoint> {
             })
         })
         .collect();
-    points.sort_by(|a, b| a.dimension.cmp(&b.dimension).then(a.x.total_cmp(&b.x)));
+    points.sort_by(|a, b| {
+        run_order(a.run, b.run)
+            .then(a.dimension.cmp(&b.dimension))
+            .then(a.x.total_cmp(&b.x))
+    });
     points
+}
+
+/// Best run first, then initialisations by name.
+fn run_order(a: &str, b: &str) -> Ordering {
+    (a != BEST_RUN).cmp(&(b != BEST_RUN)).then(a.cmp(b))
+}
+
+/// Names of the initialisations with a series anywhere in the comparison, sorted; a
+/// marker shape is tied to the position here, so it is the same in every figure.
+fn init_runs(comparison: &Comparison) -> Vec<&str> {
+    let mut runs: Vec<&str> = comparison
+        .simulation
+        .iter()
+        .map(|p| p.run.as_str())
+        .filter(|&run| run != BEST_RUN)
+        .collect();
+    runs.sort_unstable();
+    runs.dedup();
+    runs
+}
+
+/// The dimension at which the initialisations' series are shown.
+fn largest_dimension(points: &[SimPoint]) -> Option<usize> {
+    points.iter().map(|p| p.dimension).max()
+}
+
+/// The first finite `x <= 0` in the data of the listed observables, as an error.
+fn check_positive_x(comparison: &Comparison, observables: &[&str]) -> Result<(), FigureError> {
+    for &obs in observables {
+        let theory = TheoryCurve::new(comparison, obs)
+            .points
+            .into_iter()
+            .map(|p| p.0);
+        let simulated = simulation_points(comparison, obs).into_iter().map(|p| p.x);
+        if let Some(x) = theory.chain(simulated).find(|&x| x <= 0.0) {
+            return Err(FigureError::NonPositiveX {
+                observable: obs.to_string(),
+                swept: swept_name(comparison).to_string(),
+                x,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The swept parameter's name for labels (`x` if unnamed).
+fn swept_name(comparison: &Comparison) -> &str {
+    if comparison.swept.is_empty() {
+        "x"
+    } else {
+        &comparison.swept
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -530,26 +700,112 @@ fn padded_range(values: impl IntoIterator<Item = f64>, fraction: f64) -> (f64, f
     }
 }
 
-fn render_svg(comparison: &Comparison, obs: &str) -> Result<String, String> {
-    let curve = TheoryCurve::new(comparison, obs);
-    let sims = simulation_points(comparison, obs);
-    let swept = if comparison.swept.is_empty() {
-        "x"
-    } else {
-        comparison.swept.as_str()
+/// Marker outlines (pixel offsets, y down) of the initialisations' series, by position in
+/// [`init_runs`]: triangle, cross, square, diamond, plus. Unfilled and larger than the best
+/// run's filled circle, so both stay visible where an initialisation found the best minimum.
+const INIT_MARKERS: [&[(i32, i32)]; 5] = [
+    &[(0, -8), (7, 4), (-7, 4), (0, -8)],
+    &[(-6, -6), (6, 6), (0, 0), (-6, 6), (6, -6)],
+    &[(-6, -6), (6, -6), (6, 6), (-6, 6), (-6, -6)],
+    &[(0, -7), (7, 0), (0, 7), (-7, 0), (0, -7)],
+    &[(-7, 0), (7, 0), (0, 0), (0, -7), (0, 7)],
+];
+
+/// One simulation series of a figure.
+struct Series<'p, 'a> {
+    label: String,
+    colour: RGBColor,
+    /// An outline from [`INIT_MARKERS`]; `None` for the best run's filled circle.
+    marker: Option<&'static [(i32, i32)]>,
+    points: Vec<&'p SimPoint<'a>>,
+}
+
+/// The series one figure draws: the best run at every dimension (one colour each, in
+/// increasing `d`), then each initialisation at the largest dimension, in that dimension's
+/// colour.
+fn figure_series<'p, 'a>(comparison: &Comparison, sims: &'p [SimPoint<'a>]) -> Vec<Series<'p, 'a>> {
+    let mut dims: Vec<usize> = sims.iter().map(|p| p.dimension).collect();
+    dims.sort_unstable();
+    dims.dedup();
+    let colour_of = |d: usize| {
+        let k = dims.iter().position(|&e| e == d).unwrap_or(0);
+        DIMENSION_COLOURS[k % DIMENSION_COLOURS.len()]
+    };
+    let points_of = |run: &str, d: usize| -> Vec<&'p SimPoint<'a>> {
+        sims.iter()
+            .filter(|p| p.run == run && p.dimension == d)
+            .collect()
     };
 
-    let xs = curve
-        .points
-        .iter()
-        .map(|p| p.0)
-        .chain(sims.iter().map(|p| p.x));
-    let (x_lo, x_hi) = padded_range(xs, 0.02);
+    let mut series = Vec::new();
+    for &d in &dims {
+        let points = points_of(BEST_RUN, d);
+        if !points.is_empty() {
+            series.push(Series {
+                label: format!("d = {d} (mean +/- 1 sem)"),
+                colour: colour_of(d),
+                marker: None,
+                points,
+            });
+        }
+    }
+    if let Some(largest) = largest_dimension(sims) {
+        for (k, init) in init_runs(comparison).into_iter().enumerate() {
+            let points = points_of(init, largest);
+            if !points.is_empty() {
+                series.push(Series {
+                    label: format!("d = {largest}, init {init}"),
+                    colour: colour_of(largest),
+                    marker: Some(INIT_MARKERS[k % INIT_MARKERS.len()]),
+                    points,
+                });
+            }
+        }
+    }
+    series
+}
+
+/// Tick values for a logarithmic axis on `[lo, hi]` (`0 < lo < hi`): powers of ten, or their
+/// 1-2-5 or 1..9 multiples when fewer than three powers fall inside (plotters' own log ticks
+/// are only the powers, which would leave a sweep within one decade unlabelled), or linear
+/// ticks for a range too narrow even for those. Never more than about ten.
+fn log_key_points(lo: f64, hi: f64) -> Vec<f64> {
+    const MANTISSAS: [&[u32]; 3] = [&[1], &[1, 2, 5], &[1, 2, 3, 4, 5, 6, 7, 8, 9]];
+    let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    for mantissas in MANTISSAS {
+        // Parsing `m e k` gives the f64 nearest to the decimal tick, e.g. exactly 0.3.
+        let ticks: Vec<f64> = (first..=last)
+            .flat_map(|e| mantissas.iter().map(move |m| format!("{m}e{e}")))
+            .filter_map(|text| text.parse::<f64>().ok())
+            .filter(|v| (lo..=hi).contains(v))
+            .collect();
+        if ticks.len() >= 3 {
+            let stride = ticks.len().div_ceil(10);
+            return ticks.into_iter().step_by(stride).collect();
+        }
+    }
+    RangedCoordf64::from(lo..hi).key_points(10)
+}
+
+/// A tick label: the value rounded to seven significant digits, so that accumulated
+/// floating-point noise (3.9000000000000004) does not show.
+fn fmt_tick(v: f64) -> String {
+    fmt_f64(format!("{v:.6e}").parse().unwrap_or(v))
+}
+
+fn render_svg(comparison: &Comparison, obs: &str, x_scale: XScale) -> Result<String, String> {
+    let curve = TheoryCurve::new(comparison, obs);
+    let sims = simulation_points(comparison, obs);
+    let series = figure_series(comparison, &sims);
+    let swept = swept_name(comparison);
+
+    let drawn = || series.iter().flat_map(|s| s.points.iter().copied());
+    let xs = curve.points.iter().map(|p| p.0).chain(drawn().map(|p| p.x));
     let ys = curve
         .points
         .iter()
         .map(|p| p.1)
-        .chain(sims.iter().flat_map(|p| {
+        .chain(drawn().flat_map(|p| {
             let s = p.sem.unwrap_or(0.0);
             [p.mean - s, p.mean + s]
         }));
@@ -559,80 +815,132 @@ fn render_svg(comparison: &Comparison, obs: &str) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut buf, FIGURE_SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
+        let mut builder = ChartBuilder::on(&root);
+        builder
             .caption(format!("{obs} vs {swept}"), ("sans-serif", 26))
             .margin(15)
             .x_label_area_size(45)
-            .y_label_area_size(75)
-            .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc(swept)
-            .y_desc(obs)
-            .axis_desc_style(("sans-serif", 20))
-            .label_style(("sans-serif", 15))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(|e| e.to_string())?;
-
-        if !curve.points.is_empty() {
-            let theory_style = BLACK.stroke_width(2);
-            chart
-                .draw_series(LineSeries::new(curve.points.iter().copied(), theory_style))
-                .map_err(|e| e.to_string())?
-                .label("theory")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], theory_style));
-        }
-
-        let mut dims: Vec<usize> = sims.iter().map(|p| p.dimension).collect();
-        dims.dedup(); // sims are sorted by dimension
-        for (k, &d) in dims.iter().enumerate() {
-            let colour = DIMENSION_COLOURS[k % DIMENSION_COLOURS.len()];
-            let pts: Vec<&SimPoint> = sims.iter().filter(|p| p.dimension == d).collect();
-            // Error bars: vertical segment in data coordinates plus 8 px caps.
-            let bars = pts.iter().filter_map(|p| {
-                let s = p.sem.filter(|&s| s > 0.0)?;
-                Some((p.x, p.mean - s, p.mean + s))
-            });
-            for (x, lo, hi) in bars {
-                let cap = |y: f64| {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(-4, 0), (4, 0)], colour.stroke_width(1))
-                };
-                chart
-                    .draw_series([PathElement::new(
-                        vec![(x, lo), (x, hi)],
-                        colour.stroke_width(1),
-                    )])
+            .y_label_area_size(75);
+        // The two axes are different coordinate types, hence one generic drawing routine.
+        match x_scale {
+            XScale::Linear => {
+                let (x_lo, x_hi) = padded_range(xs, 0.02);
+                let chart = builder
+                    .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
                     .map_err(|e| e.to_string())?;
-                chart
-                    .draw_series([cap(lo), cap(hi)])
-                    .map_err(|e| e.to_string())?;
+                draw_figure(chart, obs, swept, &curve, &series, None)?;
             }
-            chart
-                .draw_series(
-                    pts.iter()
-                        .map(|p| Circle::new((p.x, p.mean), 4, colour.filled())),
-                )
-                .map_err(|e| e.to_string())?
-                .label(format!("d = {d} (mean +/- 1 sem)"))
-                .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
-        }
-
-        if !curve.points.is_empty() || !dims.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 16))
-                .draw()
-                .map_err(|e| e.to_string())?;
+            XScale::Log => {
+                let (lo, hi) = padded_range(xs.map(f64::log10), 0.02);
+                let (x_lo, x_hi) = (10f64.powf(lo), 10f64.powf(hi));
+                let x_axis = (x_lo..x_hi)
+                    .log_scale()
+                    .with_key_points(log_key_points(x_lo, x_hi));
+                let chart = builder
+                    .build_cartesian_2d(x_axis, y_lo..y_hi)
+                    .map_err(|e| e.to_string())?;
+                let label = |x: &f64| fmt_tick(*x);
+                draw_figure(chart, obs, swept, &curve, &series, Some(&label))?;
+            }
         }
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(buf)
+}
+
+/// Mesh, theory line, series with error bars and legend, on either x axis; `x_label`
+/// formats the x tick labels (plotters' default if `None`).
+fn draw_figure<'a, 'b: 'a, X>(
+    mut chart: ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, RangedCoordf64>>,
+    obs: &str,
+    swept: &str,
+    curve: &TheoryCurve,
+    series: &[Series],
+    x_label: Option<&dyn Fn(&f64) -> String>,
+) -> Result<(), String>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(swept)
+        .y_desc(obs)
+        .axis_desc_style(("sans-serif", 20))
+        .label_style(("sans-serif", 15))
+        .light_line_style(RGBColor(235, 235, 235));
+    if let Some(format) = x_label {
+        mesh.x_label_formatter(format);
+    }
+    mesh.draw().map_err(|e| e.to_string())?;
+
+    if !curve.points.is_empty() {
+        let theory_style = BLACK.stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(curve.points.iter().copied(), theory_style))
+            .map_err(|e| e.to_string())?
+            .label("theory")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], theory_style));
+    }
+
+    for s in series {
+        let colour = s.colour;
+        // Error bars: vertical segment in data coordinates plus 8 px caps.
+        let bars = s.points.iter().filter_map(|p| {
+            let sem = p.sem.filter(|&sem| sem > 0.0)?;
+            Some((p.x, p.mean - sem, p.mean + sem))
+        });
+        for (x, lo, hi) in bars {
+            let cap = |y: f64| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(-4, 0), (4, 0)], colour.stroke_width(1))
+            };
+            chart
+                .draw_series([PathElement::new(
+                    vec![(x, lo), (x, hi)],
+                    colour.stroke_width(1),
+                )])
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series([cap(lo), cap(hi)])
+                .map_err(|e| e.to_string())?;
+        }
+        match s.marker {
+            None => {
+                chart
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .map(|p| Circle::new((p.x, p.mean), 4, colour.filled())),
+                    )
+                    .map_err(|e| e.to_string())?
+                    .label(&s.label)
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
+            }
+            Some(outline) => {
+                let style = colour.stroke_width(2);
+                chart
+                    .draw_series(s.points.iter().map(|p| {
+                        EmptyElement::at((p.x, p.mean)) + PathElement::new(outline, style)
+                    }))
+                    .map_err(|e| e.to_string())?
+                    .label(&s.label)
+                    .legend(move |(x, y)| {
+                        EmptyElement::at((x + 10, y)) + PathElement::new(outline, style)
+                    });
+            }
+        }
+    }
+
+    if !curve.points.is_empty() || !series.is_empty() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 16))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -660,23 +968,27 @@ mod tests {
         let simulation = vec![
             // Out of order on purpose; theory(0.5) = 2.0, theory(1.5) = 4.0.
             SimulationPoint {
+                run: BEST_RUN.into(),
                 dimension: 400,
                 x: 1.5,
                 values: vec![("m".into(), 3.5, 0.25, 8), ("q".into(), 0.5, 0.0, 8)],
             },
             SimulationPoint {
+                run: BEST_RUN.into(),
                 dimension: 100,
                 x: 0.5,
                 values: vec![("m".into(), 2.5, 0.25, 4), ("q".into(), 0.75, 0.125, 4)],
             },
             // Outside the theory range: no deviation.
             SimulationPoint {
+                run: BEST_RUN.into(),
                 dimension: 100,
                 x: 3.0,
                 values: vec![("m".into(), 7.0, 0.5, 4)],
             },
             // Non-finite mean: skipped entirely.
             SimulationPoint {
+                run: BEST_RUN.into(),
                 dimension: 100,
                 x: 1.0,
                 values: vec![("m".into(), f64::NAN, 0.5, 4)],
@@ -713,24 +1025,24 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "alpha,observable,source,dimension,value,sem,seeds,deviation_in_sem"
+            "alpha,observable,source,dimension,run,value,sem,seeds,deviation_in_sem"
         );
         let expected = [
-            "0,m,theory,,1,,,",
-            "1,m,theory,,3,,,",
-            "2,m,theory,,5,,,",
+            "0,m,theory,,,1,,,",
+            "1,m,theory,,,3,,,",
+            "2,m,theory,,,5,,,",
             // (2.5 - 2.0) / 0.25 = 2
-            "0.5,m,simulation,100,2.5,0.25,4,2",
+            "0.5,m,simulation,100,best,2.5,0.25,4,2",
             // outside the theory range
-            "3,m,simulation,100,7,0.5,4,",
+            "3,m,simulation,100,best,7,0.5,4,",
             // (3.5 - 4.0) / 0.25 = -2
-            "1.5,m,simulation,400,3.5,0.25,8,-2",
-            "0,q,theory,,0.5,,,",
-            "1,q,theory,,0.5,,,",
-            "2,q,theory,,0.5,,,",
-            "0.5,q,simulation,100,0.75,0.125,4,2",
+            "1.5,m,simulation,400,best,3.5,0.25,8,-2",
+            "0,q,theory,,,0.5,,,",
+            "1,q,theory,,,0.5,,,",
+            "2,q,theory,,,0.5,,,",
+            "0.5,q,simulation,100,best,0.75,0.125,4,2",
             // sem == 0: no deviation
-            "1.5,q,simulation,400,0.5,0,8,",
+            "1.5,q,simulation,400,best,0.5,0,8,",
         ];
         assert_eq!(&lines[1..], &expected[..]);
 
@@ -738,7 +1050,7 @@ mod tests {
         let mut reader = csv::Reader::from_path(&path).unwrap();
         let devs: Vec<Option<f64>> = reader
             .records()
-            .map(|r| r.unwrap()[7].parse::<f64>().ok())
+            .map(|r| r.unwrap()[8].parse::<f64>().ok())
             .collect();
         assert_eq!(devs[3], Some(2.0));
         assert_eq!(devs[5], Some(-2.0));
@@ -760,7 +1072,7 @@ mod tests {
         write_csv(&empty, &path).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            "swept,observable,source,dimension,value,sem,seeds,deviation_in_sem\n"
+            "swept,observable,source,dimension,run,value,sem,seeds,deviation_in_sem\n"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -778,7 +1090,7 @@ mod tests {
     #[test]
     fn svg_files_written_with_legend() {
         let dir = tmp_dir("svg");
-        let paths = write_svg(&linear_example(), &dir).unwrap();
+        let paths = write_svg(&linear_example(), &dir, XScale::Linear).unwrap();
         assert_eq!(paths, vec![dir.join("m.svg"), dir.join("q.svg")]);
         for p in &paths {
             let svg = std::fs::read_to_string(p).unwrap();
@@ -792,7 +1104,7 @@ mod tests {
         }
         // Deterministic: rendering again gives identical bytes.
         let first = std::fs::read(&paths[0]).unwrap();
-        write_svg(&linear_example(), &dir).unwrap();
+        write_svg(&linear_example(), &dir, XScale::Linear).unwrap();
         assert_eq!(first, std::fs::read(&paths[0]).unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -807,7 +1119,9 @@ mod tests {
             theory: vec![],
             simulation: vec![],
         };
-        assert!(write_svg(&empty, &target).unwrap().is_empty());
+        assert!(write_svg(&empty, &target, XScale::Linear)
+            .unwrap()
+            .is_empty());
         assert!(!target.exists());
 
         // Observables without data, NaNs everywhere, odd names, duplicates.
@@ -825,12 +1139,13 @@ mod tests {
                 values: vec![("a/b".into(), 1.0)],
             }],
             simulation: vec![SimulationPoint {
+                run: BEST_RUN.into(),
                 dimension: 10,
                 x: 1.0,
                 values: vec![("a_b".into(), 2.0, f64::INFINITY, 3)],
             }],
         };
-        let paths = write_svg(&odd, &target).unwrap();
+        let paths = write_svg(&odd, &target, XScale::Linear).unwrap();
         let names: Vec<String> = paths
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -852,7 +1167,7 @@ mod tests {
             }],
             simulation: vec![],
         };
-        assert_eq!(write_svg(&flat, &target).unwrap().len(), 1);
+        assert_eq!(write_svg(&flat, &target, XScale::Linear).unwrap().len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -878,12 +1193,13 @@ mod tests {
         assert!(lines[1].starts_with("observable"));
         // m, d = 100: one of two finite points inside the range, |dev| = 2, |diff| = 0.5.
         let m100: Vec<&str> = lines[2].split_whitespace().collect();
-        assert_eq!(m100, ["m", "100", "1/2", "2.00", "0.5000"]);
+        assert_eq!(m100, ["m", "100", "best", "1/2", "2.00", "0.5000"]);
         let m400: Vec<&str> = lines[3].split_whitespace().collect();
-        assert_eq!(m400, ["m", "400", "1/1", "2.00", "0.5000"]);
+        assert_eq!(m400, ["m", "400", "best", "1/1", "2.00", "0.5000"]);
         // q, d = 400: sem == 0, so no max deviation, but a mean deviation of 0.
         let q400: Vec<&str> = lines[5].split_whitespace().collect();
-        assert_eq!(q400, ["q", "400", "1/1", "-", "0"]);
+        assert_eq!(q400, ["q", "400", "best", "1/1", "-", "0"]);
+        assert_eq!(lines.len(), 6);
         assert_eq!(s, summary(&linear_example()));
 
         let empty = Comparison {
@@ -893,5 +1209,214 @@ mod tests {
             simulation: vec![],
         };
         assert!(summary(&empty).contains("no data"));
+    }
+
+    /// [`linear_example`] plus each initialisation on its own: at d = 400 `teacher` found the
+    /// best run's minimum (nearly) and `lora` a worse one; `lora` also at d = 100.
+    fn with_initialisations() -> Comparison {
+        let mut c = linear_example();
+        let init = |run: &str, dimension: usize, x: f64, m: f64| SimulationPoint {
+            run: run.into(),
+            dimension,
+            x,
+            values: vec![("m".into(), m, 0.25, 8), ("q".into(), 0.5, 0.125, 8)],
+        };
+        // theory(1.5) = 4.0, theory(0.5) = 2.0 for m; q = 0.5 throughout.
+        c.simulation.push(init("teacher", 400, 1.5, 3.75));
+        c.simulation.push(init("lora", 400, 1.5, 5.0));
+        c.simulation.push(init("lora", 100, 0.5, 3.0));
+        c
+    }
+
+    #[test]
+    fn json_without_a_run_loads_as_the_best_run() {
+        let old = r#"{"dimension": 100, "x": 0.5, "values": [["m", 2.5, 0.25, 4]]}"#;
+        let p: SimulationPoint = serde_json::from_str(old).unwrap();
+        assert_eq!(p.run, BEST_RUN);
+        assert_eq!(p.values, vec![("m".to_string(), 2.5, 0.25, 4)]);
+        let back: SimulationPoint =
+            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn csv_has_every_series_at_every_dimension() {
+        let dir = tmp_dir("csv_inits");
+        let path = dir.join("cmp.csv");
+        write_csv(&with_initialisations(), &path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let m_sims: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(",m,simulation,"))
+            .collect();
+        assert_eq!(
+            m_sims,
+            [
+                "0.5,m,simulation,100,best,2.5,0.25,4,2",
+                "3,m,simulation,100,best,7,0.5,4,",
+                "1.5,m,simulation,400,best,3.5,0.25,8,-2",
+                // Initialisations by name, each at every dimension it was simulated at.
+                "0.5,m,simulation,100,lora,3,0.25,8,4",
+                "1.5,m,simulation,400,lora,5,0.25,8,4",
+                "1.5,m,simulation,400,teacher,3.75,0.25,8,-1",
+            ]
+        );
+        // The best run's rows are those of a comparison without initialisations.
+        write_csv(&linear_example(), &path).unwrap();
+        let best_only = std::fs::read_to_string(&path).unwrap();
+        let without_inits: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains(",lora,") && !l.contains(",teacher,"))
+            .collect();
+        assert_eq!(without_inits, best_only.lines().collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn initialisations_are_drawn_only_at_the_largest_dimension() {
+        let c = with_initialisations();
+        let sims = simulation_points(&c, "m");
+        let series = figure_series(&c, &sims);
+        let labels: Vec<&str> = series.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "d = 100 (mean +/- 1 sem)",
+                "d = 400 (mean +/- 1 sem)",
+                "d = 400, init lora",
+                "d = 400, init teacher",
+            ]
+        );
+        // Best runs are filled circles; each initialisation has its own outline, in the
+        // largest dimension's colour, at its true x.
+        assert!(series[..2].iter().all(|s| s.marker.is_none()));
+        let (lora, teacher) = (&series[2], &series[3]);
+        assert_eq!(lora.marker, Some(INIT_MARKERS[0]));
+        assert_eq!(teacher.marker, Some(INIT_MARKERS[1]));
+        assert_ne!(INIT_MARKERS[0], INIT_MARKERS[1]);
+        assert_eq!(lora.colour, series[1].colour);
+        assert_eq!(lora.points.len(), 1);
+        assert_eq!((lora.points[0].x, lora.points[0].mean), (1.5, 5.0));
+
+        let dir = tmp_dir("svg_inits");
+        let paths = write_svg(&c, &dir, XScale::Linear).unwrap();
+        let svg = std::fs::read_to_string(&paths[0]).unwrap();
+        assert!(svg.contains("d = 400, init lora"));
+        assert!(svg.contains("d = 400, init teacher"));
+        assert!(!svg.contains("d = 100, init"));
+        // The figure differs from the best-run one, and is deterministic.
+        let best_only = render_svg(&linear_example(), "m", XScale::Linear).unwrap();
+        assert_ne!(svg, best_only);
+        assert_eq!(svg, render_svg(&c, "m", XScale::Linear).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn marker_shapes_follow_the_initialisation_names_in_every_figure() {
+        let mut c = with_initialisations();
+        // `q` has no `lora` series: `teacher` still gets the second shape.
+        for p in &mut c.simulation {
+            if p.run == "lora" {
+                p.values.retain(|v| v.0 != "q");
+            }
+        }
+        let sims = simulation_points(&c, "q");
+        let series = figure_series(&c, &sims);
+        let teacher = series.iter().find(|s| s.label.ends_with("init teacher"));
+        assert_eq!(teacher.unwrap().marker, Some(INIT_MARKERS[1]));
+        assert!(series.iter().all(|s| !s.label.ends_with("init lora")));
+    }
+
+    #[test]
+    fn summary_adds_each_initialisation_at_the_largest_dimension() {
+        let s = summary(&with_initialisations());
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(
+            lines[0],
+            "theory vs simulation over alpha: 3 theory point(s), 4 simulation point(s) \
+             of the best run, also per initialisation (lora, teacher)"
+        );
+        let rows: Vec<Vec<&str>> = lines[2..]
+            .iter()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0], ["m", "100", "best", "1/2", "2.00", "0.5000"]);
+        assert_eq!(rows[1], ["m", "400", "best", "1/1", "2.00", "0.5000"]);
+        // lora: (5 - 4) / 0.25 = 4; teacher: (3.75 - 4) / 0.25 = -1. Not lora at d = 100.
+        assert_eq!(
+            rows[2],
+            ["m", "400", "init", "lora", "1/1", "4.00", "1.000"]
+        );
+        assert_eq!(
+            rows[3],
+            ["m", "400", "init", "teacher", "1/1", "1.00", "0.2500"]
+        );
+        assert_eq!(rows[4][..3], ["q", "100", "best"]);
+        assert_eq!(rows[6][..4], ["q", "400", "init", "lora"]);
+        assert_eq!(rows.len(), 8);
+    }
+
+    #[test]
+    fn log_axis_renders_positive_data() {
+        let mut c = with_initialisations();
+        c.theory.retain(|p| p.x > 0.0);
+        let dir = tmp_dir("svg_log");
+        let paths = write_svg(&c, &dir, XScale::Log).unwrap();
+        let svg = std::fs::read_to_string(&paths[0]).unwrap();
+        assert!(svg.contains("d = 400, init lora"));
+        // The data span less than a decade (0.5 to 3): ticks at 1-2-5 multiples of ten.
+        for tick in ["0.5", "1", "2"] {
+            let text = format!("\n{tick}\n</text>");
+            assert!(svg.contains(&text), "missing tick {tick}");
+        }
+        assert_ne!(svg, render_svg(&c, "m", XScale::Linear).unwrap());
+        assert_eq!(svg, render_svg(&c, "m", XScale::Log).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_axis_refuses_non_positive_x_before_writing() {
+        let dir = tmp_dir("svg_log_zero");
+        let target = dir.join("figures");
+        // The theory starts at x = 0.
+        let err = write_svg(&linear_example(), &target, XScale::Log).unwrap_err();
+        assert!(matches!(err, FigureError::NonPositiveX { x, .. } if x == 0.0));
+        let message = err.to_string();
+        assert!(message.contains("logarithmic"), "{message}");
+        assert!(message.contains("`m` has data at alpha = 0"), "{message}");
+        assert!(!target.exists());
+        // A negative simulated x, with the theory positive.
+        let mut c = linear_example();
+        c.theory.retain(|p| p.x > 0.0);
+        c.simulation[0].x = -1.0;
+        let err = write_svg(&c, &target, XScale::Log).unwrap_err();
+        assert!(matches!(err, FigureError::NonPositiveX { x, .. } if x == -1.0));
+        // The linear axis is fine with either.
+        assert_eq!(write_svg(&c, &target, XScale::Linear).unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_ticks_label_any_range() {
+        assert_eq!(log_key_points(0.49, 2.04), [0.5, 1.0, 2.0]);
+        assert_eq!(log_key_points(3.9, 8.2), [4.0, 5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(log_key_points(0.09, 0.31), [0.09, 0.1, 0.2, 0.3]);
+        assert_eq!(
+            log_key_points(9e-4, 1.1e3),
+            [1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3]
+        );
+        // Forty decades: every fifth power.
+        let wide = log_key_points(1e-20, 1e20);
+        assert_eq!(wide.len(), 9);
+        assert_eq!((wide[0], wide[1], wide[8]), (1e-20, 1e-15, 1e20));
+        // Narrower than the gap between 1..9 multiples: linear ticks inside the range.
+        let narrow = log_key_points(4.01, 4.09);
+        assert!(narrow.len() >= 3);
+        assert!(
+            narrow.iter().all(|v| (4.01..=4.09).contains(v)),
+            "{narrow:?}"
+        );
+        assert_eq!(fmt_tick(3.9000000000000004), "3.9");
+        assert_eq!(fmt_tick(1e-3), "0.001");
     }
 }

@@ -71,3 +71,36 @@ fn equations_are_derived_symbolically() {
         insta::assert_snapshot!("equations__ridge", stdout);
     });
 }
+
+#[test]
+fn compare_reports_the_best_run_and_every_initialisation() {
+    let dir = std::env::temp_dir().join(format!("toolkit-compare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let (ok, stdout, stderr) =
+        toolkit(&["compare", "models/ridge.lra", "--d", "20,40", "--seeds", "3", "--sweep", "alpha=1,2", "--log-x", "--out", out]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("also per initialisation (random)"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("m ") && l.contains(" 40  init random ")), "{stdout}");
+
+    let csv = std::fs::read_to_string(dir.join("comparison.csv")).unwrap();
+    assert!(csv.starts_with("alpha,observable,source,dimension,run,value,sem,seeds,deviation_in_sem\n"), "{csv}");
+    for series in ["20,best,", "40,best,", "20,random,", "40,random,"] {
+        assert_eq!(csv.lines().filter(|l| l.contains(&format!(",m,simulation,{series}"))).count(), 2, "{series}\n{csv}");
+    }
+    let svg = std::fs::read_to_string(dir.join("m.svg")).unwrap();
+    assert!(svg.contains("d = 40, init random"));
+    assert!(!svg.contains("d = 20, init"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_log_axis_needs_positive_swept_values() {
+    let dir = std::env::temp_dir().join(format!("toolkit-compare-log-{}", std::process::id()));
+    let out = dir.to_str().unwrap();
+    let (ok, _, stderr) = toolkit(&["compare", "models/ridge.lra", "--d", "20", "--sweep", "alpha=0,2", "--log-x", "--out", out]);
+    assert!(!ok);
+    assert!(stderr.contains("--log-x") && stderr.contains("alpha") && stderr.contains("includes 0"), "{stderr}");
+    // Refused before any solve or simulation, so nothing was written.
+    assert!(!dir.exists());
+}
