@@ -2,14 +2,15 @@
 # Regenerates validation/lora_*: stage 0 then stage 1 (models/lora.lra, theory) against
 # finite-d simulations of the same file (pre-training, then rank-one LoRA on fresh data),
 # d = 100, 200, 400, 16 seeds; sigma0 = 0.5, sigma1 = 0, lambda0 = lambda1 = 0.01.
-# Each simulated seed trains LoRA from a teacher-aligned, the practitioners' (u = 0, v random)
-# and a random initialisation; "best" is the lowest training objective of the three.
+# Each simulated seed trains LoRA from a teacher-aligned initialisation, the practitioners' one
+# (u = 0, v with i.i.d. entries of std 0.01 or 1) and a random one; "best" is the lowest
+# training objective of the four.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
 toolkit=${TOOLKIT:-target/release/toolkit}
 mkdir -p validation/lora_alpha1 validation/lora_alpha0
-$toolkit compare models/lora.lra --d 100,200,400 --seeds 16 --set alpha0=8 \
-  --sweep alpha1=0.25,0.5,1,2,4 --out validation/lora_alpha1 | tee validation/lora_alpha1/summary.txt
-$toolkit compare models/lora.lra --d 100,200,400 --seeds 16 --set alpha1=2 \
+$toolkit compare models/lora.lra --d 100,200,400 --seeds 16 --set alpha0=8 --log-x \
+  --sweep alpha1=0.25,0.5,1,2,4,8 --out validation/lora_alpha1 | tee validation/lora_alpha1/summary.txt
+$toolkit compare models/lora.lra --d 100,200,400 --seeds 16 --set alpha1=2 --log-x \
   --sweep alpha0=1,2,4,16 --out validation/lora_alpha0 | tee validation/lora_alpha0/summary.txt

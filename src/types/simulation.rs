@@ -97,6 +97,22 @@ fn init_of(expr: &Expr, params: &BTreeMap<String, f64>) -> Result<(String, InitS
     Ok((name.name.clone(), spec))
 }
 
+fn disambiguate(inits: Vec<(String, InitSpec)>) -> Vec<(String, InitSpec)> {
+    let shared = |name: &str| inits.iter().filter(|(n, _)| n == name).count() > 1;
+    inits
+        .iter()
+        .map(|(name, spec)| {
+            let label = match spec {
+                _ if !shared(name) => name.clone(),
+                InitSpec::Teacher { noise } => format!("{name}({noise})"),
+                InitSpec::Random { scale } | InitSpec::Lora { scale } => format!("{name}({scale})"),
+                InitSpec::Zero => name.clone(),
+            };
+            (label, spec.clone())
+        })
+        .collect()
+}
+
 /// Check the `simulate` section (if any) with the given params; `chain` gives the column
 /// counts of the imported stage it names.
 pub fn check_simulation(
@@ -200,6 +216,9 @@ pub fn check_simulation(
                 .collect()
         }
     };
+    // Several initialisations of one kind (`lora(0.01)`, `lora(1)`) are told apart by their
+    // argument in reports.
+    let inits = disambiguate(inits);
     let chain = match settings.get("chain").map(|e| (&e.kind, e.span)) {
         None => None,
         Some((ExprKind::Var(alias), span)) => match chain_columns(&alias.name) {
