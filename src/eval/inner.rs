@@ -10,6 +10,7 @@
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use num_dual::{Dual, Dual2SVec64, DualSVec, HyperDual64};
 
+use super::second_order;
 use super::tape::{run_plain, MinimizerCache};
 use super::{EvalError, Number};
 use crate::ir::MinimizeBlock;
@@ -87,7 +88,7 @@ fn second_order_vector<const K: usize>(
     for (i, (slot, &v)) in block.variable.iter().zip(h).enumerate() {
         registers[*slot] = Dual2SVec64::<K>::from_re(v).derivative(i);
     }
-    run_plain(&block.body, registers)?;
+    second_order::run(&block.body, registers)?;
     let f = &registers[block.objective];
     let gradient = f.v1.unwrap_generic(nalgebra::U1, nalgebra::Const::<K>);
     let hessian = f.v2.unwrap_generic(nalgebra::Const::<K>, nalgebra::Const::<K>);

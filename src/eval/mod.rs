@@ -7,6 +7,7 @@ pub mod inner;
 pub mod linalg;
 pub mod nodes;
 pub mod quadrature;
+pub mod second_order;
 pub mod special;
 pub mod tape;
 

@@ -207,7 +207,7 @@ pub fn run_plain_any<T: DualNum<Primitive = f64> + Copy + RefArith>(instrs: &[In
     Ok(())
 }
 
-fn step<T: DualNum<Primitive = f64> + Copy + RefArith>(instr: &Instr, r: &mut [T]) -> Result<(), EvalError> {
+pub(super) fn step<T: DualNum<Primitive = f64> + Copy + RefArith>(instr: &Instr, r: &mut [T]) -> Result<(), EvalError> {
     match instr {
         Instr::Const { dst, value } => r[*dst] = T::from(*value),
         Instr::Copy { dst, src } => r[*dst] = r[*src],
