@@ -8,8 +8,9 @@
 //! order, the IFT correction at second order). Iterations are never differentiated.
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
-use num_dual::{Dual, Dual2SVec64, HyperDual64};
+use num_dual::{Dual, Dual2SVec64, DualSVec, HyperDual64};
 
+use super::second_order;
 use super::tape::{run_plain, MinimizerCache};
 use super::{EvalError, Number};
 use crate::ir::MinimizeBlock;
@@ -21,6 +22,18 @@ struct Objective<'a> {
     block: &'a MinimizeBlock,
     /// Local register file of the body (inputs set, f64).
     plain: Vec<f64>,
+    /// The same register file in the number type of `second_order`, made on first use and
+    /// kept: the inputs do not change, and the body overwrites every temporary it reads.
+    dual: Option<DualRegisters>,
+}
+
+/// Register files for value, gradient and Hessian in the variable's dimension.
+enum DualRegisters {
+    One(Vec<Dual2SVec64<1>>),
+    Two(Vec<Dual2SVec64<2>>),
+    Three(Vec<Dual2SVec64<3>>),
+    Four(Vec<Dual2SVec64<4>>),
+    Passes(Vec<HyperDual64>),
 }
 
 /// A local register file for a minimisation body, inputs copied from the enclosing scope.
@@ -35,7 +48,7 @@ pub fn local_registers<D: Number, T: Number>(block: &MinimizeBlock, outer: &[D],
 impl<'a> Objective<'a> {
     fn new<D: Number>(block: &'a MinimizeBlock, outer: &[D]) -> Self {
         let plain = local_registers(block, outer, |v| v.re());
-        Objective { block, plain }
+        Objective { block, plain, dual: None }
     }
 
     fn value(&mut self, h: &[f64]) -> Result<f64, EvalError> {
@@ -49,56 +62,66 @@ impl<'a> Objective<'a> {
     /// Value, gradient and Hessian: one second-order vector-dual pass for small k, else
     /// k(k+1)/2 hyper-dual passes.
     fn second_order(&mut self, h: &[f64]) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
-        match h.len() {
-            1 => self.second_order_vector::<1>(h),
-            2 => self.second_order_vector::<2>(h),
-            3 => self.second_order_vector::<3>(h),
-            4 => self.second_order_vector::<4>(h),
-            _ => self.second_order_passes(h),
+        let plain = &self.plain;
+        let dual = self.dual.get_or_insert_with(|| match h.len() {
+            1 => DualRegisters::One(plain.iter().map(|&v| Dual2SVec64::from_re(v)).collect()),
+            2 => DualRegisters::Two(plain.iter().map(|&v| Dual2SVec64::from_re(v)).collect()),
+            3 => DualRegisters::Three(plain.iter().map(|&v| Dual2SVec64::from_re(v)).collect()),
+            4 => DualRegisters::Four(plain.iter().map(|&v| Dual2SVec64::from_re(v)).collect()),
+            _ => DualRegisters::Passes(plain.iter().map(|&v| HyperDual64::from(v)).collect()),
+        });
+        match dual {
+            DualRegisters::One(registers) => second_order_vector(self.block, registers, h),
+            DualRegisters::Two(registers) => second_order_vector(self.block, registers, h),
+            DualRegisters::Three(registers) => second_order_vector(self.block, registers, h),
+            DualRegisters::Four(registers) => second_order_vector(self.block, registers, h),
+            DualRegisters::Passes(registers) => second_order_passes(self.block, registers, h),
         }
     }
+}
 
-    fn second_order_vector<const K: usize>(&mut self, h: &[f64]) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
-        let mut registers: Vec<Dual2SVec64<K>> = self.plain.iter().map(|&v| Dual2SVec64::<K>::from_re(v)).collect();
-        for (i, (slot, &v)) in self.block.variable.iter().zip(h).enumerate() {
-            registers[*slot] = Dual2SVec64::<K>::from_re(v).derivative(i);
-        }
-        run_plain(&self.block.body, &mut registers)?;
-        let f = registers[self.block.objective];
-        let gradient = f.v1.unwrap_generic(nalgebra::U1, nalgebra::Const::<K>);
-        let hessian = f.v2.unwrap_generic(nalgebra::Const::<K>, nalgebra::Const::<K>);
-        Ok((
-            f.re,
-            DVector::from_iterator(K, gradient.iter().copied()),
-            DMatrix::from_iterator(K, K, hessian.iter().copied()),
-        ))
+fn second_order_vector<const K: usize>(
+    block: &MinimizeBlock,
+    registers: &mut [Dual2SVec64<K>],
+    h: &[f64],
+) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
+    for (i, (slot, &v)) in block.variable.iter().zip(h).enumerate() {
+        registers[*slot] = Dual2SVec64::<K>::from_re(v).derivative(i);
     }
+    second_order::run(&block.body, registers)?;
+    let f = &registers[block.objective];
+    let gradient = f.v1.unwrap_generic(nalgebra::U1, nalgebra::Const::<K>);
+    let hessian = f.v2.unwrap_generic(nalgebra::Const::<K>, nalgebra::Const::<K>);
+    Ok((f.re, DVector::from_iterator(K, gradient.iter().copied()), DMatrix::from_iterator(K, K, hessian.iter().copied())))
+}
 
-    fn second_order_passes(&mut self, h: &[f64]) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
-        let k = h.len();
-        let mut gradient = DVector::zeros(k);
-        let mut hessian = DMatrix::zeros(k, k);
-        let mut value = 0.0;
-        let mut registers: Vec<HyperDual64> = self.plain.iter().map(|&v| HyperDual64::from(v)).collect();
-        for i in 0..k {
-            for j in i..k {
-                for (d, (slot, &v)) in self.block.variable.iter().zip(h).enumerate() {
-                    let e1 = if d == i { 1.0 } else { 0.0 };
-                    let e2 = if d == j { 1.0 } else { 0.0 };
-                    registers[*slot] = HyperDual64::new(v, e1, e2, 0.0);
-                }
-                run_plain(&self.block.body, &mut registers)?;
-                let f = registers[self.block.objective];
-                value = f.re;
-                if i == j {
-                    gradient[i] = f.eps1;
-                }
-                hessian[(i, j)] = f.eps1eps2;
-                hessian[(j, i)] = f.eps1eps2;
+fn second_order_passes(
+    block: &MinimizeBlock,
+    registers: &mut [HyperDual64],
+    h: &[f64],
+) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
+    let k = h.len();
+    let mut gradient = DVector::zeros(k);
+    let mut hessian = DMatrix::zeros(k, k);
+    let mut value = 0.0;
+    for i in 0..k {
+        for j in i..k {
+            for (d, (slot, &v)) in block.variable.iter().zip(h).enumerate() {
+                let e1 = if d == i { 1.0 } else { 0.0 };
+                let e2 = if d == j { 1.0 } else { 0.0 };
+                registers[*slot] = HyperDual64::new(v, e1, e2, 0.0);
             }
+            run_plain(&block.body, registers)?;
+            let f = registers[block.objective];
+            value = f.re;
+            if i == j {
+                gradient[i] = f.eps1;
+            }
+            hessian[(i, j)] = f.eps1eps2;
+            hessian[(j, i)] = f.eps1eps2;
         }
-        Ok((value, gradient, hessian))
     }
+    Ok((value, gradient, hessian))
 }
 
 /// Newton direction with the Hessian made positive definite (|eigenvalues|, floored).
@@ -172,10 +195,11 @@ fn newton(objective: &mut Objective, start: &[f64]) -> Result<Local, EvalError> 
     Ok(Local { point: x, value, gradient_norm, hessian, converged: gradient_norm <= 1e-6 * (1.0 + value.abs()) })
 }
 
-/// A minimiser and the objective's Hessian there (f64).
+/// A minimiser and the objective's Hessian there (f64), with its eigendecomposition.
 pub struct Minimum {
     pub point: Vec<f64>,
     pub hessian: DMatrix<f64>,
+    pub eigen: SymmetricEigen<f64, nalgebra::Dyn>,
 }
 
 /// Global minimiser in f64 over all starting points.
@@ -218,7 +242,8 @@ pub fn minimize<D: Number>(
     if best.point.iter().any(|v| v.abs() > 1e8) {
         return Err(EvalError::new(format!("inner minimisation: the objective looks unbounded below (h = {:?}, value {:.3e})", best.point, best.value)));
     }
-    let lowest_curvature = SymmetricEigen::new(best.hessian.clone()).eigenvalues.min();
+    let eigen = SymmetricEigen::new(best.hessian.clone());
+    let lowest_curvature = eigen.eigenvalues.min();
     if lowest_curvature < -1e-8 * (1.0 + best.hessian.amax()) {
         return Err(EvalError::new(format!("inner minimisation: h = {:?} is a saddle or a maximum, not a minimum", best.point)));
     }
@@ -229,7 +254,7 @@ pub fn minimize<D: Number>(
         )));
     }
     cache.set(node, &best.point);
-    Ok(Minimum { point: best.point, hessian: best.hessian })
+    Ok(Minimum { point: best.point, hessian: best.hessian, eigen })
 }
 
 /// The minimiser as a number of type D: exact first derivatives through one implicit-function step.
@@ -239,21 +264,15 @@ pub fn lift<D: Number>(block: &MinimizeBlock, registers: &[D], minimum: &Minimum
         return Ok(minimizer.iter().map(|&v| D::from(v)).collect());
     }
     let k = minimizer.len();
-    // Hessian in f64 at the minimiser.
-    let hessian = minimum.hessian.clone();
-    // Gradient in h of F(h*, p) with p carrying the caller's derivatives: k passes in Dual<D>.
-    let mut lifted_registers: Vec<Dual<D>> = local_registers(block, registers, Dual::from_re);
-    let mut gradient: Vec<D> = Vec::with_capacity(k);
-    for i in 0..k {
-        for (d, (slot, &v)) in block.variable.iter().zip(minimizer).enumerate() {
-            lifted_registers[*slot] = Dual::new(D::from(v), D::from(if d == i { 1.0 } else { 0.0 }));
-        }
-        run_plain(&block.body, &mut lifted_registers)?;
-        let g = lifted_registers[block.objective].eps;
-        // Only the parameter dependence moves the minimiser; drop the real residual.
-        gradient.push(g - D::from(g.re()));
-    }
-    let eigen = SymmetricEigen::new(hessian);
+    // Gradient in h of F(h*, p) with p carrying the caller's derivatives.
+    let gradient = match k {
+        1 => parameter_gradient::<D, 1>(block, registers, minimizer)?,
+        2 => parameter_gradient::<D, 2>(block, registers, minimizer)?,
+        3 => parameter_gradient::<D, 3>(block, registers, minimizer)?,
+        4 => parameter_gradient::<D, 4>(block, registers, minimizer)?,
+        _ => parameter_gradient_passes(block, registers, minimizer)?,
+    };
+    let eigen = &minimum.eigen;
     let largest = eigen.eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let floor = (1e-10 * largest).max(1e-14);
     let inverse = &eigen.eigenvectors
@@ -268,4 +287,32 @@ pub fn lift<D: Number>(block: &MinimizeBlock, registers: &[D], minimum: &Minimum
             D::from(minimizer[i]) - correction
         })
         .collect())
+}
+
+/// dF/dh at the minimiser in D, all K directions in one pass of a vector dual over D.
+fn parameter_gradient<D: Number, const K: usize>(block: &MinimizeBlock, registers: &[D], minimizer: &[f64]) -> Result<Vec<D>, EvalError> {
+    let mut local: Vec<DualSVec<D, K>> = local_registers(block, registers, DualSVec::from_re);
+    for (i, (slot, &v)) in block.variable.iter().zip(minimizer).enumerate() {
+        local[*slot] = DualSVec::from_re(D::from(v)).derivative(i);
+    }
+    run_plain(&block.body, &mut local)?;
+    let gradient = local[block.objective].eps.unwrap_generic(nalgebra::Const::<K>, nalgebra::U1);
+    // Only the parameter dependence moves the minimiser; drop the real residual.
+    Ok(gradient.iter().map(|g| *g - D::from(g.re())).collect())
+}
+
+/// `parameter_gradient` for larger k: one pass in Dual<D> per direction.
+fn parameter_gradient_passes<D: Number>(block: &MinimizeBlock, registers: &[D], minimizer: &[f64]) -> Result<Vec<D>, EvalError> {
+    let k = minimizer.len();
+    let mut lifted_registers: Vec<Dual<D>> = local_registers(block, registers, Dual::from_re);
+    let mut gradient: Vec<D> = Vec::with_capacity(k);
+    for i in 0..k {
+        for (d, (slot, &v)) in block.variable.iter().zip(minimizer).enumerate() {
+            lifted_registers[*slot] = Dual::new(D::from(v), D::from(if d == i { 1.0 } else { 0.0 }));
+        }
+        run_plain(&block.body, &mut lifted_registers)?;
+        let g = lifted_registers[block.objective].eps;
+        gradient.push(g - D::from(g.re()));
+    }
+    Ok(gradient)
 }

@@ -7,6 +7,7 @@ pub mod inner;
 pub mod linalg;
 pub mod nodes;
 pub mod quadrature;
+pub mod second_order;
 pub mod special;
 pub mod tape;
 
@@ -15,8 +16,8 @@ use num_dual::DualNum;
 pub use tape::Evaluator;
 
 /// The number types a program runs on.
-pub trait Number: DualNum<Primitive = f64> + Copy + Send + Sync {}
-impl<T: DualNum<Primitive = f64> + Copy + Send + Sync> Number for T {}
+pub trait Number: DualNum<Primitive = f64> + Copy + Send + Sync + tape::RefArith {}
+impl<T: DualNum<Primitive = f64> + Copy + Send + Sync + tape::RefArith> Number for T {}
 
 /// A failure while evaluating (a non-finite value, a failed factorisation, an inner
 /// minimisation that did not converge).

@@ -3,6 +3,7 @@
 //! minimisations solve in f64 and lift the minimiser into the number type through the
 //! implicit-function theorem (see `inner`).
 
+use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use num_dual::DualNum;
@@ -199,19 +200,19 @@ pub fn run_plain<T: Number>(instrs: &[Instr], registers: &mut [T]) -> Result<(),
 }
 
 /// `run_plain` for number types that need not be `Send + Sync`.
-pub fn run_plain_any<T: DualNum<Primitive = f64> + Copy>(instrs: &[Instr], registers: &mut [T]) -> Result<(), EvalError> {
+pub fn run_plain_any<T: DualNum<Primitive = f64> + Copy + RefArith>(instrs: &[Instr], registers: &mut [T]) -> Result<(), EvalError> {
     for instr in instrs {
         step(instr, registers)?;
     }
     Ok(())
 }
 
-fn step<T: DualNum<Primitive = f64> + Copy>(instr: &Instr, r: &mut [T]) -> Result<(), EvalError> {
+pub(super) fn step<T: DualNum<Primitive = f64> + Copy + RefArith>(instr: &Instr, r: &mut [T]) -> Result<(), EvalError> {
     match instr {
         Instr::Const { dst, value } => r[*dst] = T::from(*value),
         Instr::Copy { dst, src } => r[*dst] = r[*src],
-        Instr::Unary { op, dst, src } => r[*dst] = apply_unary(*op, r[*src]),
-        Instr::Binary { op, dst, left, right } => r[*dst] = apply_binary(*op, r[*left], r[*right]),
+        Instr::Unary { op, dst, src } => r[*dst] = apply_unary_ref(*op, &r[*src]),
+        Instr::Binary { op, dst, left, right } => r[*dst] = apply_binary_ref(*op, &r[*left], &r[*right]),
         Instr::PowI { dst, src, exponent } => r[*dst] = r[*src].powi(*exponent),
         Instr::LogSumExp { dst, src } => {
             let values: Vec<T> = src.iter().map(|s| r[*s]).collect();
@@ -239,55 +240,102 @@ fn step<T: DualNum<Primitive = f64> + Copy>(instr: &Instr, r: &mut [T]) -> Resul
     Ok(())
 }
 
-pub fn apply_binary<T: DualNum<Primitive = f64> + Copy>(op: BinaryFn, a: T, b: T) -> T {
+/// Arithmetic on borrowed operands. Second-order duals are a few hundred bytes: passing
+/// them by value copies more memory than the arithmetic touches. num-dual's by-value
+/// operators forward to these, so the results are the same bits.
+pub trait RefArith: Sized {
+    fn add_ref(&self, other: &Self) -> Self;
+    fn sub_ref(&self, other: &Self) -> Self;
+    fn mul_ref(&self, other: &Self) -> Self;
+    fn div_ref(&self, other: &Self) -> Self;
+    fn neg_ref(&self) -> Self;
+}
+
+impl<T> RefArith for T
+where
+    for<'a> &'a T: Add<&'a T, Output = T> + Sub<&'a T, Output = T> + Mul<&'a T, Output = T> + Div<&'a T, Output = T> + Neg<Output = T>,
+{
+    #[inline(always)]
+    fn add_ref(&self, other: &Self) -> Self {
+        self + other
+    }
+    #[inline(always)]
+    fn sub_ref(&self, other: &Self) -> Self {
+        self - other
+    }
+    #[inline(always)]
+    fn mul_ref(&self, other: &Self) -> Self {
+        self * other
+    }
+    #[inline(always)]
+    fn div_ref(&self, other: &Self) -> Self {
+        self / other
+    }
+    #[inline(always)]
+    fn neg_ref(&self) -> Self {
+        -self
+    }
+}
+
+pub fn apply_binary<T: DualNum<Primitive = f64> + Copy + RefArith>(op: BinaryFn, a: T, b: T) -> T {
+    apply_binary_ref(op, &a, &b)
+}
+
+#[inline(always)]
+fn apply_binary_ref<T: DualNum<Primitive = f64> + Copy + RefArith>(op: BinaryFn, a: &T, b: &T) -> T {
     match op {
-        BinaryFn::Add => a + b,
-        BinaryFn::Sub => a - b,
-        BinaryFn::Mul => a * b,
-        BinaryFn::Div => a / b,
-        BinaryFn::Pow => a.powd(b),
+        BinaryFn::Add => a.add_ref(b),
+        BinaryFn::Sub => a.sub_ref(b),
+        BinaryFn::Mul => a.mul_ref(b),
+        BinaryFn::Div => a.div_ref(b),
+        BinaryFn::Pow => a.powd(*b),
         BinaryFn::Max => {
             if a.re() >= b.re() {
-                a
+                *a
             } else {
-                b
+                *b
             }
         }
         BinaryFn::Min => {
             if a.re() <= b.re() {
-                a
+                *a
             } else {
-                b
+                *b
             }
         }
     }
 }
 
-pub fn apply_unary<T: DualNum<Primitive = f64> + Copy>(op: UnaryFn, x: T) -> T {
+pub fn apply_unary<T: DualNum<Primitive = f64> + Copy + RefArith>(op: UnaryFn, x: T) -> T {
+    apply_unary_ref(op, &x)
+}
+
+#[inline(always)]
+fn apply_unary_ref<T: DualNum<Primitive = f64> + Copy + RefArith>(op: UnaryFn, x: &T) -> T {
     match op {
-        UnaryFn::Neg => -x,
+        UnaryFn::Neg => x.neg_ref(),
         UnaryFn::Exp => x.exp(),
         UnaryFn::Ln => x.ln(),
         UnaryFn::Ln1p => x.ln_1p(),
         UnaryFn::Sqrt => x.sqrt(),
         UnaryFn::Abs => {
             if x.re() < 0.0 {
-                -x
+                x.neg_ref()
             } else {
-                x
+                *x
             }
         }
-        UnaryFn::Erf => special::erf(x),
-        UnaryFn::Erfc => special::erfc(x),
-        UnaryFn::GaussianTail => special::gaussian_tail(x),
-        UnaryFn::LogGaussianTail => special::log_gaussian_tail(x),
-        UnaryFn::GaussianPdf => special::gaussian_pdf(x),
-        UnaryFn::GaussianCdf => special::gaussian_cdf(x),
-        UnaryFn::Sigmoid => special::sigmoid(x),
-        UnaryFn::LogSigmoid => special::log_sigmoid(x),
-        UnaryFn::Softplus => special::softplus(x),
+        UnaryFn::Erf => special::erf(*x),
+        UnaryFn::Erfc => special::erfc(*x),
+        UnaryFn::GaussianTail => special::gaussian_tail(*x),
+        UnaryFn::LogGaussianTail => special::log_gaussian_tail(*x),
+        UnaryFn::GaussianPdf => special::gaussian_pdf(*x),
+        UnaryFn::GaussianCdf => special::gaussian_cdf(*x),
+        UnaryFn::Sigmoid => special::sigmoid(*x),
+        UnaryFn::LogSigmoid => special::log_sigmoid(*x),
+        UnaryFn::Softplus => special::softplus(*x),
         UnaryFn::Tanh => x.tanh(),
-        UnaryFn::LogCosh => special::log_cosh(x),
+        UnaryFn::LogCosh => special::log_cosh(*x),
         UnaryFn::Sin => x.sin(),
         UnaryFn::Cos => x.cos(),
         UnaryFn::Step => T::from(if x.re() > 0.0 { 1.0 } else { 0.0 }),

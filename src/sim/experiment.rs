@@ -7,7 +7,7 @@ use num_dual::DualNum;
 use serde::Serialize;
 
 use super::{run_chained_seed, run_seed, ColumnBlock, InitKind, NamedInit, Prior, SeedResult, SequenceLoss, SimError, SimSpec};
-use crate::eval::tape::run_plain;
+use crate::eval::tape::{run_plain, RefArith};
 use crate::types::simulation::{InitSpec, PriorSpec, SimulationSpec};
 use crate::types::PlainProgram;
 
@@ -29,7 +29,7 @@ impl SequenceLoss for ProgramLoss<'_> {
     fn noise_dim(&self) -> usize {
         self.spec.noise
     }
-    fn loss<D: DualNum<Primitive = f64> + Copy>(&self, student: &[D], teacher: &[f64], noise: &[f64]) -> D {
+    fn loss<D: DualNum<Primitive = f64> + Copy + RefArith>(&self, student: &[D], teacher: &[f64], noise: &[f64]) -> D {
         run_loss(&self.spec.loss, student, teacher, noise)
     }
     fn test_loss(&self, student: &[f64], teacher: &[f64]) -> f64 {
@@ -38,7 +38,7 @@ impl SequenceLoss for ProgramLoss<'_> {
 }
 
 /// One sample's loss; noise slots not given stay 0 (the clean test loss).
-fn run_loss<D: DualNum<Primitive = f64> + Copy>(program: &PlainProgram, student: &[D], teacher: &[f64], noise: &[f64]) -> D {
+fn run_loss<D: DualNum<Primitive = f64> + Copy + RefArith>(program: &PlainProgram, student: &[D], teacher: &[f64], noise: &[f64]) -> D {
     let mut registers = vec![D::from(0.0); program.program.slot_count];
     for (slot, value) in program.inputs[0].iter().zip(student) {
         registers[*slot] = *value;

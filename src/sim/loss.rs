@@ -6,6 +6,8 @@
 
 use num_dual::{Derivative, Dual64, DualNum, DualSVec64};
 
+use crate::eval::tape::RefArith;
+
 /// A per-sample loss of a sequence multi-index model.
 ///
 /// Field slices are row-major and token-major: entry `(l, j)` of the `L x width` array sits at
@@ -19,7 +21,7 @@ pub trait SequenceLoss: Sync {
 
     /// Training loss of one sample; generic so that dual numbers can flow through the student
     /// fields (teacher fields and noise are plain numbers).
-    fn loss<D: DualNum<Primitive = f64> + Copy>(
+    fn loss<D: DualNum<Primitive = f64> + Copy + RefArith>(
         &self,
         student: &[D],
         teacher: &[f64],

@@ -9,7 +9,9 @@ use crate::eval::{EvalError, Evaluator, Number};
 use crate::ir::{reads_writes, Program, Slot};
 use crate::types::{CheckedModel, Role, Shape};
 
-const GRADIENT_CHUNK: usize = 8;
+/// Widest dual of a gradient pass: every pass repeats the inner minimisations in f64, so few
+/// wide passes beat many narrow ones.
+const GRADIENT_CHUNK: usize = 16;
 const HESSIAN_BLOCK: usize = 4;
 type HessianNumber = HyperDualVec<f64, nalgebra::Const<HESSIAN_BLOCK>, nalgebra::Const<HESSIAN_BLOCK>>;
 
@@ -107,6 +109,8 @@ impl SaddleProblem {
         let mut gradient = vec![0.0; x.len()];
         if which.len() <= 4 {
             self.gradient_chunks::<4>(evaluator, x, which, &mut gradient)?;
+        } else if which.len() <= 8 {
+            self.gradient_chunks::<8>(evaluator, x, which, &mut gradient)?;
         } else {
             self.gradient_chunks::<GRADIENT_CHUNK>(evaluator, x, which, &mut gradient)?;
         }
