@@ -10,7 +10,7 @@ use common::{observable, rounded, solve};
 use toolkit::pipeline::PointResult;
 
 const POINTS: [(&str, &[(&str, f64)]); 3] = [
-    ("alpha1_0.5", &[("alpha1", 0.5)]),
+    ("alpha1_4", &[("alpha1", 4.0)]),
     ("alpha1_2", &[("alpha1", 2.0)]),
     ("alpha1_2_alpha0_4", &[("alpha1", 2.0), ("alpha0", 4.0)]),
 ];
