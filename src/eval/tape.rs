@@ -221,7 +221,14 @@ pub(super) fn step<T: DualNum<Primitive = f64> + Copy + RefArith>(instr: &Instr,
         Instr::Matrix { op, size, src, dst } => {
             let n = *size;
             let m: Vec<T> = src.iter().map(|s| r[*s]).collect();
-            let failed = |what: &str| EvalError::new(format!("{what} of a {n}x{n} matrix failed (matrix {:?})", m.iter().map(|v| v.re()).collect::<Vec<_>>()));
+            let failed = |what: &str| {
+                // Four digits say which entry broke the factorisation; more would be noise.
+                let rows: Vec<String> = m
+                    .chunks(n)
+                    .map(|row| row.iter().map(|v| format!("{:.4e}", v.re())).collect::<Vec<_>>().join(", "))
+                    .collect();
+                EvalError::new(format!("{what} of a {n}x{n} matrix failed (matrix [[{}]])", rows.join("], [")))
+            };
             let out: Vec<T> = match op {
                 MatrixFn::Inverse => linalg::inverse(&m, n).ok_or_else(|| failed("inverse"))?,
                 MatrixFn::Cholesky => linalg::cholesky(&m, n).ok_or_else(|| failed("Cholesky factorisation (not positive definite)"))?,

@@ -30,8 +30,9 @@ pub fn rounded(value: serde_json::Value, digits: i32) -> serde_json::Value {
             Some(x) if x != 0.0 && x.is_finite() && !n.is_i64() && !n.is_u64() => {
                 let scale = 10f64.powi(digits - 1 - x.abs().log10().floor() as i32);
                 let r = (x * scale).round() / scale;
-                // Values that are zero up to round-off print as 0.
-                let r = if r.abs() < 1e-12 { 0.0 } else { r };
+                // Values that are zero up to the solver's tolerance (an overlap that vanishes
+                // by symmetry, stopped at 1e-10) print as 0, so snapshots hold no round-off.
+                let r = if r.abs() < 1e-8 { 0.0 } else { r };
                 serde_json::json!(r)
             }
             _ => serde_json::Value::Number(n),
