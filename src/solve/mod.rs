@@ -208,27 +208,33 @@ impl argmin::core::observers::Observe<solvers::SaddleState> for IterationTrace {
     }
 }
 
+/// Runs `solver` from `x0` for at most `max_iter` iterations, traced if asked.
+fn execute<'a, S: argmin::core::Solver<Saddle<'a>, solvers::SaddleState>>(
+    problem: &'a SaddleProblem,
+    solver: S,
+    x0: Vec<f64>,
+    max_iter: u64,
+    trace: Option<IterationTrace>,
+) -> Result<solvers::SaddleState, String> {
+    let mut executor = Executor::new(Saddle(problem), solver).configure(|s| s.param(x0).max_iters(max_iter));
+    if let Some(trace) = trace {
+        executor = executor.add_observer(trace, argmin::core::observers::ObserverMode::Always);
+    }
+    executor.run().map(|result| result.state).map_err(|e| e.to_string())
+}
+
 fn run_solver(problem: &SaddleProblem, name: &str, start: &[f64], options: &SolverOptions) -> Result<(Vec<f64>, u64), String> {
     let mut x0 = start.to_vec();
     project(&mut x0, &problem.model.unknown_domains);
-    let trace = || IterationTrace { start: name.to_string(), clock: std::time::Instant::now() };
-    let every = argmin::core::observers::ObserverMode::Always;
+    let trace = options.trace.then(|| IterationTrace { start: name.to_string(), clock: std::time::Instant::now() });
     let state = match options.method {
         Method::FixedPoint => {
-            let mut executor = Executor::new(Saddle(problem), FixedPoint::new(options.damping, options.tolerance, options.anderson))
-                .configure(|s| s.param(x0).max_iters(options.max_iter));
-            if options.trace {
-                executor = executor.add_observer(trace(), every);
-            }
-            executor.run().map_err(|e| e.to_string())?.state
+            let solver = FixedPoint::new(options.damping, options.tolerance, options.anderson);
+            execute(problem, solver, x0, options.max_iter, trace)?
         }
         Method::Newton => {
-            let mut executor = Executor::new(Saddle(problem), Newton { tolerance: options.residual_tolerance * 1e-2 })
-                .configure(|s| s.param(x0).max_iters(options.max_iter.min(200)));
-            if options.trace {
-                executor = executor.add_observer(trace(), every);
-            }
-            executor.run().map_err(|e| e.to_string())?.state
+            let solver = Newton { tolerance: options.residual_tolerance * 1e-2 };
+            execute(problem, solver, x0, options.max_iter.min(200), trace)?
         }
     };
     let state = &state;
