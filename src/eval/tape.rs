@@ -5,6 +5,7 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use num_dual::DualNum;
 use rayon::prelude::*;
@@ -48,7 +49,8 @@ pub struct Evaluator {
     pub program: Program,
     /// Node table of each expectation present in the program (sliced programs omit some).
     pub tables: Vec<Option<NodeTable>>,
-    pub caches: Vec<MinimizerCache>,
+    /// Shared by evaluators of slices of one program: a slice keeps the block ids.
+    pub caches: Arc<Vec<MinimizerCache>>,
     /// When false, inner minimisations start only from the cached minimiser where there is
     /// one (cheap tracking between exhaustive sweeps); when true, from every start.
     exhaustive: AtomicBool,
@@ -58,8 +60,16 @@ impl Evaluator {
     pub fn new(program: Program) -> Self {
         let mut tables: Vec<Option<NodeTable>> = vec![None; program.expect_count];
         collect_tables(&program.instrs, &mut tables);
-        let caches = program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect();
+        let caches = Arc::new(program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect());
         Evaluator { program, tables, caches, exhaustive: AtomicBool::new(true) }
+    }
+
+    /// An evaluator of `program`, a slice of `whole`'s program, that shares `whole`'s
+    /// minimiser caches: a minimiser found by one is the warm start of the other.
+    pub fn slice_of(whole: &Evaluator, program: Program) -> Self {
+        let mut tables: Vec<Option<NodeTable>> = vec![None; program.expect_count];
+        collect_tables(&program.instrs, &mut tables);
+        Evaluator { program, tables, caches: Arc::clone(&whole.caches), exhaustive: AtomicBool::new(true) }
     }
 
     pub fn set_exhaustive(&self, exhaustive: bool) {
@@ -171,7 +181,7 @@ impl Evaluator {
             })
             .collect();
         let caches =
-            self.program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect();
+            Arc::new(self.program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect());
         Evaluator { program: self.program.clone(), tables, caches, exhaustive: AtomicBool::new(true) }
     }
 

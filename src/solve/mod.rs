@@ -252,6 +252,7 @@ fn run_solver(problem: &SaddleProblem, name: &str, start: &[f64], options: &Solv
 /// Solve from every start, collect distinct fixed points, select one.
 pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], options: &SolverOptions, stability: bool) -> Result<Solution, SolveError> {
     let mut fixed_points: Vec<FixedPointReport> = Vec::new();
+    let mut terms_of: Vec<Vec<(String, f64)>> = Vec::new();
     let mut failed = Vec::new();
     for (name, start) in starts {
         let (x, iterations) = match run_solver(problem, name, start, options) {
@@ -261,7 +262,11 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
                 continue;
             }
         };
+        // The solver's last sweep was exhaustive at a point within its tolerance of x: the
+        // cached minimisers are the global ones, so tracking them is exact and cheaper.
+        problem.set_exhaustive(false);
         let check = problem.gradient(&x).and_then(|g| Ok((g, problem.energy(&x)?)));
+        problem.set_exhaustive(true);
         let (gradient, energy) = match check {
             Ok(found) => found,
             Err(e) => {
@@ -295,6 +300,7 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
         } else {
             (None, None)
         };
+        terms_of.push(energy.terms);
         fixed_points.push(FixedPointReport {
             start: name.clone(),
             unknowns: x,
@@ -319,9 +325,9 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
             selected = i;
         }
     }
+    let terms = terms_of.swap_remove(selected);
     let selected = fixed_points[selected].clone();
     let evaluation = |e: crate::eval::EvalError| SolveError::Evaluation(e.message);
-    let terms = problem.energy(&selected.unknowns).map_err(evaluation)?.terms;
     let observables = problem.observables(&selected.unknowns).map_err(evaluation)?;
     let per_scramble = problem.observables_per_scramble(&selected.unknowns).map_err(evaluation)?;
     let integration_error = integration_error(&observables, &per_scramble);

@@ -2,6 +2,9 @@
 //! the vector of unknowns (order parameters then conjugates), its gradient and Hessian by
 //! forward-mode duals, and the observables. Derivatives come only from the number type.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
 use nalgebra::{DMatrix, SVector, U1};
 use num_dual::{DualSVec64, HyperDualVec};
 
@@ -19,12 +22,23 @@ pub struct SaddleProblem {
     pub model: CheckedModel,
     energy: Evaluator,
     observe: Evaluator,
-    /// Programs restricted to the terms that depend on each group of unknowns.
-    order_slice: Evaluator,
+    /// Programs restricted to the terms that depend on each group of unknowns; they share
+    /// the minimiser caches of `energy`.
+    order_only_slice: Evaluator,
     conjugate_slice: Evaluator,
     coupling_slice: Evaluator,
     pub orders: Vec<usize>,
     pub conjugates: Vec<usize>,
+    /// The last gradient of the conjugate-free terms (the expensive channel terms): a step
+    /// that moves only conjugates reuses it.
+    order_only_memo: Mutex<Option<GradientMemo>>,
+    exhaustive: AtomicBool,
+}
+
+struct GradientMemo {
+    orders: Vec<f64>,
+    exhaustive: bool,
+    gradient: Vec<f64>,
 }
 
 /// Values of one evaluation of the terms.
@@ -44,27 +58,35 @@ impl SaddleProblem {
             model.terms.iter().zip(&dependencies).filter(|(_, d)| want(d)).map(|(t, _)| t.slots[0]).collect()
         };
         let touches = |d: &[bool], group: &[usize]| group.iter().any(|&i| d[i]);
-        let order_terms = pick(&|d| touches(d, &orders));
+        let order_only_terms = pick(&|d| touches(d, &orders) && !touches(d, &conjugates));
         let conjugate_terms = pick(&|d| touches(d, &conjugates));
         let coupling_terms = pick(&|d| touches(d, &orders) && touches(d, &conjugates));
+        let energy = Evaluator::new(model.energy.clone());
         SaddleProblem {
-            energy: Evaluator::new(model.energy.clone()),
             observe: Evaluator::new(model.observe.clone()),
-            order_slice: Evaluator::new(slice(&model.energy, &order_terms)),
-            conjugate_slice: Evaluator::new(slice(&model.energy, &conjugate_terms)),
-            coupling_slice: Evaluator::new(slice(&model.energy, &coupling_terms)),
+            order_only_slice: Evaluator::slice_of(&energy, slice(&model.energy, &order_only_terms)),
+            conjugate_slice: Evaluator::slice_of(&energy, slice(&model.energy, &conjugate_terms)),
+            coupling_slice: Evaluator::slice_of(&energy, slice(&model.energy, &coupling_terms)),
+            energy,
             orders,
             conjugates,
             model,
+            order_only_memo: Mutex::new(None),
+            exhaustive: AtomicBool::new(true),
         }
     }
 
     /// Exhaustive inner minimisation (every start at every node) or tracking of the cached
     /// minimisers; see `eval::tape::Evaluator::set_exhaustive`.
     pub fn set_exhaustive(&self, exhaustive: bool) {
-        for evaluator in [&self.energy, &self.observe, &self.order_slice, &self.conjugate_slice, &self.coupling_slice] {
+        self.exhaustive.store(exhaustive, Ordering::Relaxed);
+        for evaluator in [&self.energy, &self.observe, &self.order_only_slice, &self.conjugate_slice, &self.coupling_slice] {
             evaluator.set_exhaustive(exhaustive);
         }
+    }
+
+    pub fn is_exhaustive(&self) -> bool {
+        self.exhaustive.load(Ordering::Relaxed)
     }
 
     pub fn dimension(&self) -> usize {
@@ -141,7 +163,7 @@ impl SaddleProblem {
     }
 
     pub fn gradient(&self, x: &[f64]) -> Result<Vec<f64>, EvalError> {
-        let mut gradient = self.gradient_on(&self.order_slice, x, &self.orders)?;
+        let mut gradient = self.gradient_orders(x)?;
         let conjugate_part = self.gradient_on(&self.conjugate_slice, x, &self.conjugates)?;
         for &i in &self.conjugates {
             gradient[i] = conjugate_part[i];
@@ -149,8 +171,30 @@ impl SaddleProblem {
         Ok(gradient)
     }
 
+    /// d Phi / d(order), the order entries of a full-length vector.
     pub fn gradient_orders(&self, x: &[f64]) -> Result<Vec<f64>, EvalError> {
-        self.gradient_on(&self.order_slice, x, &self.orders)
+        let mut gradient = self.gradient_order_only(x)?;
+        let coupled = self.gradient_on(&self.coupling_slice, x, &self.orders)?;
+        for &i in &self.orders {
+            gradient[i] += coupled[i];
+        }
+        Ok(gradient)
+    }
+
+    /// The order gradient of the terms free of conjugates, memoised on the order values: a
+    /// tracked evaluation after an exhaustive one at the same point gives the same result.
+    fn gradient_order_only(&self, x: &[f64]) -> Result<Vec<f64>, EvalError> {
+        let orders: Vec<f64> = self.orders.iter().map(|&i| x[i]).collect();
+        let exhaustive = self.is_exhaustive();
+        let mut memo = self.order_only_memo.lock().expect("memo lock");
+        if let Some(m) = memo.as_ref() {
+            if m.orders == orders && (m.exhaustive || !exhaustive) {
+                return Ok(m.gradient.clone());
+            }
+        }
+        let gradient = self.gradient_on(&self.order_only_slice, x, &self.orders)?;
+        *memo = Some(GradientMemo { orders, exhaustive, gradient: gradient.clone() });
+        Ok(gradient)
     }
 
     pub fn gradient_conjugates(&self, x: &[f64]) -> Result<Vec<f64>, EvalError> {
