@@ -156,18 +156,32 @@ struct Local {
     converged: bool,
 }
 
-fn newton(objective: &mut Objective, start: &[f64]) -> Result<Local, EvalError> {
+/// Newton from `start`; `None` once a full step lands next to one of the `known` minimisers
+/// (the run is inside that minimiser's basin and would converge to it).
+fn newton(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) -> Result<Option<Local>, EvalError> {
+    Ok(match newton_steps(objective, start, known)? {
+        Outcome::Converged(local) => Some(local),
+        Outcome::Merged => None,
+    })
+}
+
+enum Outcome {
+    Converged(Local),
+    Merged,
+}
+
+fn newton_steps(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) -> Result<Outcome, EvalError> {
     let mut x = start.to_vec();
     for _ in 0..MAX_NEWTON_STEPS {
         let (f, g, h) = objective.second_order(&x)?;
         let gradient_norm = g.amax();
         if !f.is_finite() || gradient_norm <= 1e-11 * (1.0 + f.abs()) {
-            return Ok(Local { point: x, value: f, gradient_norm, hessian: h, converged: f.is_finite() });
+            return Ok(Outcome::Converged(Local { point: x, value: f, gradient_norm, hessian: h, converged: f.is_finite() }));
         }
         let direction = guarded_direction(&g, &h);
         let slope = g.dot(&direction);
         if -slope <= 1e-14 * (1.0 + f.abs()) {
-            return Ok(Local { point: x, value: f, gradient_norm, hessian: h, converged: true });
+            return Ok(Outcome::Converged(Local { point: x, value: f, gradient_norm, hessian: h, converged: true }));
         }
         let mut step = 1.0;
         let mut accepted = false;
@@ -183,7 +197,10 @@ fn newton(objective: &mut Objective, start: &[f64]) -> Result<Local, EvalError> 
         }
         if !accepted {
             let converged = gradient_norm <= 1e-6 * (1.0 + f.abs());
-            return Ok(Local { point: x, value: f, gradient_norm, hessian: h, converged });
+            return Ok(Outcome::Converged(Local { point: x, value: f, gradient_norm, hessian: h, converged }));
+        }
+        if step == 1.0 && known.iter().any(|p| close(&x, p)) {
+            return Ok(Outcome::Merged);
         }
         let moved = step * direction.amax();
         if moved <= 1e-15 * (1.0 + x.iter().fold(0.0f64, |m, v| m.max(v.abs()))) {
@@ -192,7 +209,13 @@ fn newton(objective: &mut Objective, start: &[f64]) -> Result<Local, EvalError> 
     }
     let (value, g, hessian) = objective.second_order(&x)?;
     let gradient_norm = g.amax();
-    Ok(Local { point: x, value, gradient_norm, hessian, converged: gradient_norm <= 1e-6 * (1.0 + value.abs()) })
+    Ok(Outcome::Converged(Local { point: x, value, gradient_norm, hessian, converged: gradient_norm <= 1e-6 * (1.0 + value.abs()) }))
+}
+
+/// Within 1e-4 (relative) in every coordinate: a full Newton step this close to a strict
+/// local minimiser stays in its basin.
+fn close(x: &[f64], p: &[f64]) -> bool {
+    x.iter().zip(p).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()))
 }
 
 /// A minimiser and the objective's Hessian there (f64), with its eigendecomposition.
@@ -223,11 +246,17 @@ pub fn minimize<D: Number>(
         starts.push(vec![0.0; k]);
     }
     let mut best: Option<Local> = None;
+    let mut found: Vec<Vec<f64>> = Vec::new();
     for start in &starts {
         if start.iter().any(|v| !v.is_finite()) {
             continue;
         }
-        let local = newton(&mut objective, start)?;
+        let Some(local) = newton(&mut objective, start, &found)? else {
+            continue;
+        };
+        if local.converged {
+            found.push(local.point.clone());
+        }
         // Strictly lower by a relative margin: ties keep the earlier (warm) start, so the
         // chosen branch does not flicker between equal minima.
         let better = match &best {
