@@ -94,7 +94,14 @@ pub fn table(point: &PointResult) -> String {
     }
     let _ = writeln!(out, "\nobservables");
     for (k, v) in &point.observables {
-        let error = point.integration_error.get(k).map(|e| format!("  (+- {e:.1e} integration)")).unwrap_or_default();
+        // An observable without an expectation of its own has no spread over scrambles:
+        // printing "+- 0" would suggest it is exact, when it inherits the solution's error.
+        let error = point
+            .integration_error
+            .get(k)
+            .filter(|e| **e > 0.0)
+            .map(|e| format!("  (+- {e:.1e} integration)"))
+            .unwrap_or_default();
         let _ = writeln!(out, "  {k:<width$}  {}{error}", number(v));
     }
     let _ = writeln!(out, "\nfree energy terms");
