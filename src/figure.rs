@@ -848,6 +848,32 @@ fn render_svg(comparison: &Comparison, obs: &str, x_scale: XScale) -> Result<Str
     Ok(buf)
 }
 
+/// The legend corner whose box (an estimate of the legend's size in pixels) holds the fewest
+/// of `drawn`; ties keep the order upper right, upper left, lower right, lower left.
+fn emptiest_corner(drawn: &[(i32, i32)], x: (i32, i32), y: (i32, i32), entries: usize) -> SeriesLabelPosition {
+    let width = 260;
+    let height = 24 * entries.max(1) as i32 + 10;
+    let corners = [
+        (SeriesLabelPosition::UpperRight, (x.1 - width, x.1), (y.0, y.0 + height)),
+        (SeriesLabelPosition::UpperLeft, (x.0, x.0 + width), (y.0, y.0 + height)),
+        (SeriesLabelPosition::LowerRight, (x.1 - width, x.1), (y.1 - height, y.1)),
+        (SeriesLabelPosition::LowerLeft, (x.0, x.0 + width), (y.1 - height, y.1)),
+    ];
+    let covered = |(xs, ys): ((i32, i32), (i32, i32))| {
+        drawn.iter().filter(|(px, py)| *px >= xs.0 && *px <= xs.1 && *py >= ys.0 && *py <= ys.1).count()
+    };
+    let mut best = 0;
+    let mut fewest = usize::MAX;
+    for (i, (_, xs, ys)) in corners.iter().enumerate() {
+        let count = covered((*xs, *ys));
+        if count < fewest {
+            fewest = count;
+            best = i;
+        }
+    }
+    corners.into_iter().nth(best).map(|c| c.0).unwrap_or(SeriesLabelPosition::UpperRight)
+}
+
 /// Mesh, theory line, series with error bars and legend, on either x axis; `x_label`
 /// formats the x tick labels (plotters' default if `None`).
 fn draw_figure<'a, 'b: 'a, X>(
@@ -931,9 +957,23 @@ where
     }
 
     if !curve.points.is_empty() || !series.is_empty() {
+        // The legend goes to the corner that covers the fewest drawn points.
+        let mut drawn: Vec<(i32, i32)> = curve.points.iter().map(|p| chart.backend_coord(p)).collect();
+        for s in series {
+            for p in &s.points {
+                drawn.push(chart.backend_coord(&(p.x, p.mean)));
+                if let Some(sem) = p.sem {
+                    drawn.push(chart.backend_coord(&(p.x, p.mean - sem)));
+                    drawn.push(chart.backend_coord(&(p.x, p.mean + sem)));
+                }
+            }
+        }
+        let entries = usize::from(!curve.points.is_empty()) + series.len();
+        let (x_pixels, y_pixels) = chart.plotting_area().get_pixel_range();
+        let corner = emptiest_corner(&drawn, (x_pixels.start, x_pixels.end), (y_pixels.start, y_pixels.end), entries);
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(corner)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 16))
@@ -1000,6 +1040,18 @@ mod tests {
             theory,
             simulation,
         }
+    }
+
+    #[test]
+    fn legend_avoids_the_corner_where_the_data_are() {
+        // Pixel y grows downwards: points near y = 0 are at the top of the plot.
+        let crowded_upper_right: Vec<(i32, i32)> = (0..20).map(|i| (900 - i, 10 + i)).collect();
+        let corner = emptiest_corner(&crowded_upper_right, (0, 1000), (0, 600), 3);
+        assert!(matches!(corner, SeriesLabelPosition::UpperLeft));
+        let everywhere_but_lower_left: Vec<(i32, i32)> =
+            [(950, 20), (50, 20), (950, 580)].into_iter().cycle().take(30).collect();
+        let corner = emptiest_corner(&everywhere_but_lower_left, (0, 1000), (0, 600), 3);
+        assert!(matches!(corner, SeriesLabelPosition::LowerLeft));
     }
 
     #[test]
