@@ -40,6 +40,9 @@ pub fn columns(point: &PointResult) -> Vec<(String, String)> {
     for (k, v) in &point.integration_error {
         out.push((format!("{k}_integration_error"), v.to_string()));
     }
+    for (k, v) in &point.solution_error {
+        out.push((format!("{k}_solution_error"), v.to_string()));
+    }
     out.push(("free_energy".into(), point.free_energy.to_string()));
     out.push(("converged".into(), point.converged.to_string()));
     out.push(("iterations".into(), point.iterations.to_string()));
@@ -96,12 +99,10 @@ pub fn table(point: &PointResult) -> String {
     for (k, v) in &point.observables {
         // An observable without an expectation of its own has no spread over scrambles:
         // printing "+- 0" would suggest it is exact, when it inherits the solution's error.
-        let error = point
-            .integration_error
-            .get(k)
-            .filter(|e| **e > 0.0)
-            .map(|e| format!("  (+- {e:.1e} integration)"))
-            .unwrap_or_default();
+        let integration = point.integration_error.get(k).filter(|e| **e > 0.0).map(|e| format!("+- {e:.1e} integration"));
+        let solution = point.solution_error.get(k).map(|e| format!("+- {e:.1e} solution"));
+        let parts: Vec<String> = integration.into_iter().chain(solution).collect();
+        let error = if parts.is_empty() { String::new() } else { format!("  ({})", parts.join(", ")) };
         let _ = writeln!(out, "  {k:<width$}  {}{error}", number(v));
     }
     let _ = writeln!(out, "\nfree energy terms");

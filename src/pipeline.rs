@@ -161,6 +161,10 @@ pub struct PointResult {
     pub failed_starts: Vec<crate::solve::FailedStart>,
     /// Standard error over quasi-Monte-Carlo scrambles (only for rules with several scrambles).
     pub integration_error: IndexMap<String, f64>,
+    /// Standard error of the observables over re-solves on each scramble of the free energy
+    /// (solver setting `solution_error = 1`); absent otherwise.
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    pub solution_error: IndexMap<String, f64>,
     /// The selected point as a raw vector (warm starts along sweeps).
     #[serde(skip)]
     pub unknowns: Vec<f64>,
@@ -368,6 +372,7 @@ fn point_result(
             .collect(),
         failed_starts: solution.failed.clone(),
         integration_error: solution.integration_error.iter().cloned().collect(),
+        solution_error: solution.solution_error.iter().cloned().collect(),
         unknowns: selected.unknowns.clone(),
         all_unknowns: solution.fixed_points.iter().map(|f| f.unknowns.clone()).collect(),
     }

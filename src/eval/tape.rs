@@ -162,7 +162,16 @@ impl Evaluator {
     /// Per-scramble estimates of the expectations' contributions are not separable in
     /// general; error estimates instead re-run the program on each scramble group alone.
     pub fn restricted_to_group(&self, group: usize) -> Evaluator {
-        let tables = self
+        let tables = self.restricted_tables(group);
+        let caches =
+            Arc::new(self.program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect());
+        Evaluator { program: self.program.clone(), tables, caches, exhaustive: AtomicBool::new(true) }
+    }
+
+    /// The node tables with every multi-scramble rule cut down to scramble `group`, reweighted
+    /// to a rule of its own.
+    pub fn restricted_tables(&self, group: usize) -> Vec<Option<NodeTable>> {
+        self
             .tables
             .iter()
             .map(|t| {
@@ -179,10 +188,7 @@ impl Evaluator {
                     groups: 1,
                 })
             })
-            .collect();
-        let caches =
-            Arc::new(self.program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect());
-        Evaluator { program: self.program.clone(), tables, caches, exhaustive: AtomicBool::new(true) }
+            .collect()
     }
 
     /// Largest number of independent scrambles among the expectations.

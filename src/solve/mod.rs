@@ -35,11 +35,14 @@ pub struct SolverOptions {
     pub anderson: usize,
     /// Print every iteration (start, iteration, change, elapsed time) to stderr.
     pub trace: bool,
+    /// Re-solve on each quasi-Monte-Carlo scramble of the free energy alone and report the
+    /// spread of the observables: the integration error of the solution itself.
+    pub solution_error: bool,
 }
 
 impl Default for SolverOptions {
     fn default() -> Self {
-        SolverOptions { method: Method::FixedPoint, damping: 0.5, tolerance: 1e-10, max_iter: 5000, residual_tolerance: 1e-7, anderson: 0, trace: false }
+        SolverOptions { method: Method::FixedPoint, damping: 0.5, tolerance: 1e-10, max_iter: 5000, residual_tolerance: 1e-7, anderson: 0, trace: false, solution_error: false }
     }
 }
 
@@ -60,28 +63,28 @@ impl SolverOptions {
             }
             "damping" => {
                 let d = number(value)?;
-                if !(d > 0.0 && d <= 1.0) {
+                if d.is_nan() || d <= 0.0 || d > 1.0 {
                     return Err(format!("`damping` must lie in (0, 1], found {d}"));
                 }
                 self.damping = d;
             }
             "tol" | "tolerance" => {
                 let t = number(value)?;
-                if !(t > 0.0) {
+                if t.is_nan() || t <= 0.0 {
                     return Err(format!("`tol` must be positive, found {t}"));
                 }
                 self.tolerance = t;
             }
             "residual_tol" => {
                 let t = number(value)?;
-                if !(t > 0.0) {
+                if t.is_nan() || t <= 0.0 {
                     return Err(format!("`residual_tol` must be positive, found {t}"));
                 }
                 self.residual_tolerance = t;
             }
             "max_iter" => {
                 let m = number(value)?;
-                if !(m >= 1.0) || m.fract() != 0.0 {
+                if m.is_nan() || m < 1.0 || m.fract() != 0.0 {
                     return Err(format!("`max_iter` must be a whole number >= 1, found {m}"));
                 }
                 self.max_iter = m as u64;
@@ -94,7 +97,12 @@ impl SolverOptions {
                 self.anderson = m as usize;
             }
             "trace" => self.trace = number(value)? != 0.0,
-            other => return Err(format!("unknown solver setting `{other}` (method, damping, tol, residual_tol, max_iter, anderson, trace)")),
+            "solution_error" => self.solution_error = number(value)? != 0.0,
+            other => {
+                return Err(format!(
+                    "unknown solver setting `{other}` (method, damping, tol, residual_tol, max_iter, anderson, trace, solution_error)"
+                ))
+            }
         }
         Ok(())
     }
@@ -144,6 +152,9 @@ pub struct Solution {
     pub observables: Vec<(String, Shape, Vec<f64>)>,
     /// Standard error over independent quasi-Monte-Carlo scrambles, per observable.
     pub integration_error: Vec<(String, f64)>,
+    /// Standard error of the observables over solutions re-solved on each scramble of the
+    /// free energy alone (empty unless `solution_error` is set and the energy has scrambles).
+    pub solution_error: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -286,8 +297,11 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
             });
             continue;
         }
+        // Two starts that converged to one fixed point stop up to ~tol / (1 - contraction)
+        // apart; a thousand solver tolerances separates them from distinct fixed points.
+        let same = (1e3 * options.tolerance).max(1e-6);
         let duplicate = fixed_points.iter().any(|f| {
-            f.unknowns.iter().zip(&x).all(|(a, b)| (a - b).abs() <= 1e-6 * (1.0 + a.abs()))
+            f.unknowns.iter().zip(&x).all(|(a, b)| (a - b).abs() <= same * (1.0 + a.abs()))
         });
         if duplicate {
             continue;
@@ -331,7 +345,32 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
     let observables = problem.observables(&selected.unknowns).map_err(evaluation)?;
     let per_scramble = problem.observables_per_scramble(&selected.unknowns).map_err(evaluation)?;
     let integration_error = integration_error(&observables, &per_scramble);
-    Ok(Solution { selected, fixed_points, failed, terms, observables, integration_error })
+    let solution_error = if options.solution_error { solution_error(problem, &selected, &observables, options)? } else { Vec::new() };
+    Ok(Solution { selected, fixed_points, failed, terms, observables, integration_error, solution_error })
+}
+
+/// Integration error of the solution: the selected fixed point re-solved (warm) on each
+/// scramble of the free energy's quasi-Monte-Carlo rules alone, the observables evaluated with
+/// the full rules at each, and their standard error of the mean over scrambles.
+fn solution_error(
+    problem: &SaddleProblem,
+    selected: &FixedPointReport,
+    observables: &[(String, Shape, Vec<f64>)],
+    options: &SolverOptions,
+) -> Result<Vec<(String, f64)>, SolveError> {
+    let groups = problem.energy_scramble_groups();
+    if groups <= 1 {
+        return Ok(Vec::new());
+    }
+    let mut per_scramble = Vec::with_capacity(groups);
+    for group in 0..groups {
+        let restricted = problem.restricted_to_scramble(group);
+        let name = format!("{} on scramble {}", selected.start, group + 1);
+        let (x, _) = run_solver(&restricted, &name, &selected.unknowns, options)
+            .map_err(|reason| SolveError::Evaluation(format!("solution error: the re-solve on scramble {} failed: {reason}", group + 1)))?;
+        per_scramble.push(problem.observables(&x).map_err(|e| SolveError::Evaluation(e.message))?);
+    }
+    Ok(integration_error(observables, &per_scramble))
 }
 
 /// Standard error of the mean over scrambles, per scalar observable entry.

@@ -76,6 +76,21 @@ impl SaddleProblem {
         }
     }
 
+    /// The same problem with the free energy's quasi-Monte-Carlo expectations restricted to
+    /// scramble `group` (observables keep their full rules).
+    pub fn restricted_to_scramble(&self, group: usize) -> SaddleProblem {
+        let mut restricted = SaddleProblem::new(self.model.clone());
+        for evaluator in [&mut restricted.energy, &mut restricted.order_only_slice, &mut restricted.conjugate_slice, &mut restricted.coupling_slice] {
+            evaluator.tables = evaluator.restricted_tables(group);
+        }
+        restricted
+    }
+
+    /// Largest number of independent scrambles among the free energy's expectations.
+    pub fn energy_scramble_groups(&self) -> usize {
+        self.energy.scramble_groups()
+    }
+
     /// Exhaustive inner minimisation (every start at every node) or tracking of the cached
     /// minimisers; see `eval::tape::Evaluator::set_exhaustive`.
     pub fn set_exhaustive(&self, exhaustive: bool) {
