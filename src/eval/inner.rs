@@ -148,6 +148,7 @@ fn guarded_direction(gradient: &DVector<f64>, hessian: &DMatrix<f64>) -> DVector
 struct Local {
     point: Vec<f64>,
     value: f64,
+    gradient: DVector<f64>,
     gradient_norm: f64,
     /// Hessian at `point`.
     hessian: DMatrix<f64>,
@@ -176,12 +177,12 @@ fn newton_steps(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) ->
         let (f, g, h) = objective.second_order(&x)?;
         let gradient_norm = g.amax();
         if !f.is_finite() || gradient_norm <= 1e-11 * (1.0 + f.abs()) {
-            return Ok(Outcome::Converged(Local { point: x, value: f, gradient_norm, hessian: h, converged: f.is_finite() }));
+            return Ok(Outcome::Converged(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged: f.is_finite() }));
         }
         let direction = guarded_direction(&g, &h);
         let slope = g.dot(&direction);
         if -slope <= 1e-14 * (1.0 + f.abs()) {
-            return Ok(Outcome::Converged(Local { point: x, value: f, gradient_norm, hessian: h, converged: true }));
+            return Ok(Outcome::Converged(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged: true }));
         }
         let mut step = 1.0;
         let mut accepted = false;
@@ -197,7 +198,7 @@ fn newton_steps(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) ->
         }
         if !accepted {
             let converged = gradient_norm <= 1e-6 * (1.0 + f.abs());
-            return Ok(Outcome::Converged(Local { point: x, value: f, gradient_norm, hessian: h, converged }));
+            return Ok(Outcome::Converged(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged }));
         }
         if step == 1.0 && known.iter().any(|p| close(&x, p)) {
             return Ok(Outcome::Merged);
@@ -209,7 +210,7 @@ fn newton_steps(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) ->
     }
     let (value, g, hessian) = objective.second_order(&x)?;
     let gradient_norm = g.amax();
-    Ok(Outcome::Converged(Local { point: x, value, gradient_norm, hessian, converged: gradient_norm <= 1e-6 * (1.0 + value.abs()) }))
+    Ok(Outcome::Converged(Local { point: x, value, gradient: g, gradient_norm, hessian, converged: gradient_norm <= 1e-6 * (1.0 + value.abs()) }))
 }
 
 /// Within 1e-4 (relative) in every coordinate: a full Newton step this close to a strict
@@ -221,6 +222,8 @@ fn close(x: &[f64], p: &[f64]) -> bool {
 /// A minimiser and the objective's Hessian there (f64), with its eigendecomposition.
 pub struct Minimum {
     pub point: Vec<f64>,
+    /// The objective's gradient there (zero up to the Newton tolerance).
+    pub gradient: DVector<f64>,
     pub hessian: DMatrix<f64>,
     pub eigen: SymmetricEigen<f64, nalgebra::Dyn>,
 }
@@ -283,7 +286,7 @@ pub fn minimize<D: Number>(
         )));
     }
     cache.set(node, &best.point);
-    Ok(Minimum { point: best.point, hessian: best.hessian, eigen })
+    Ok(Minimum { point: best.point, gradient: best.gradient, hessian: best.hessian, eigen })
 }
 
 /// The minimiser as a number of type D: exact first derivatives through one implicit-function step.
@@ -301,12 +304,7 @@ pub fn lift<D: Number>(block: &MinimizeBlock, registers: &[D], minimum: &Minimum
         4 => parameter_gradient::<D, 4>(block, registers, minimizer)?,
         _ => parameter_gradient_passes(block, registers, minimizer)?,
     };
-    let eigen = &minimum.eigen;
-    let largest = eigen.eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let floor = (1e-10 * largest).max(1e-14);
-    let inverse = &eigen.eigenvectors
-        * DMatrix::from_diagonal(&eigen.eigenvalues.map(|l| if l.abs() < floor { 0.0 } else { 1.0 / l }))
-        * eigen.eigenvectors.transpose();
+    let inverse = hessian_pseudo_inverse(minimum);
     Ok((0..k)
         .map(|i| {
             let mut correction = D::from(0.0);
@@ -316,6 +314,26 @@ pub fn lift<D: Number>(block: &MinimizeBlock, registers: &[D], minimum: &Minimum
             D::from(minimizer[i]) - correction
         })
         .collect())
+}
+
+/// Inverse of the Hessian at the minimiser, eigenvalues below 1e-10 of the largest dropped.
+fn hessian_pseudo_inverse(minimum: &Minimum) -> DMatrix<f64> {
+    let eigen = &minimum.eigen;
+    let largest = eigen.eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let floor = (1e-10 * largest).max(1e-14);
+    &eigen.eigenvectors
+        * DMatrix::from_diagonal(&eigen.eigenvalues.map(|l| if l.abs() < floor { 0.0 } else { 1.0 / l }))
+        * eigen.eigenvectors.transpose()
+}
+
+/// The minimiser after one more Newton step, `h* - F_hh^-1 grad_h F(h*)`, in f64. Where only
+/// the minimum value and its first derivatives are needed, evaluating the objective at this
+/// fixed point gives them to first order in the residual gradient, exactly as the lift does
+/// (envelope theorem plus the residual times the minimiser's response), without the nested
+/// dual pass of `lift`.
+pub fn newton_corrected(minimum: &Minimum) -> Vec<f64> {
+    let step = hessian_pseudo_inverse(minimum) * &minimum.gradient;
+    minimum.point.iter().zip(step.iter()).map(|(h, s)| h - s).collect()
 }
 
 /// dF/dh at the minimiser in D, all K directions in one pass of a vector dual over D.

@@ -142,7 +142,13 @@ impl Evaluator {
     fn minimize<D: Number>(&self, block: &MinimizeBlock, registers: &mut [D], node: usize) -> Result<(), EvalError> {
         let cache = &self.caches[block.id];
         let minimizer = inner::minimize(block, registers, cache, node, self.exhaustive.load(Ordering::Relaxed))?;
-        let lifted = inner::lift(block, registers, &minimizer)?;
+        // Only the minimum value at first order: the envelope theorem at the Newton-corrected
+        // minimiser replaces the implicit-function lift (see `inner::newton_corrected`).
+        let lifted = if D::NDERIV == 1 && block.dst_argument.is_none() {
+            inner::newton_corrected(&minimizer).into_iter().map(D::from).collect()
+        } else {
+            inner::lift(block, registers, &minimizer)?
+        };
         if let Some(dst) = block.dst_value {
             let mut local = inner::local_registers(block, registers, |v| v);
             for (slot, value) in block.variable.iter().zip(&lifted) {
