@@ -270,8 +270,14 @@ fn solve_with_exports(
 ) -> Result<(PointResult, Exports), ToolkitError> {
     let mut import_exports = BTreeMap::new();
     let mut imported_params = IndexMap::new();
+    // An imported stage contributes only its exports: its stability and solution error are
+    // never shown, so they are not computed.
+    let import_options = RunOptions {
+        solver: options.solver.iter().filter(|(key, _)| key != "solution_error").cloned().collect(),
+        stability: false,
+    };
     for (alias, imported) in &loaded.imports {
-        let (result, exports) = solve_with_exports(imported, overrides, options, &[])?;
+        let (result, exports) = solve_with_exports(imported, overrides, &import_options, &[])?;
         for (k, v) in &result.params {
             imported_params.insert(k.clone(), *v);
         }

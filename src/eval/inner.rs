@@ -241,16 +241,17 @@ pub fn minimize<D: Number>(
     let mut starts: Vec<Vec<f64>> = Vec::with_capacity(block.starts.len() + 2);
     let cached = cache.get(node);
     let tracking = cached.is_some() && !exhaustive;
-    if let Some(previous) = cached {
-        starts.push(previous);
+    if let Some(previous) = &cached {
+        starts.push(previous.clone());
     }
     if !tracking {
         starts.extend(block.starts.iter().map(|slots| slots.iter().map(|s| registers[*s].re()).collect::<Vec<f64>>()));
         starts.push(vec![0.0; k]);
     }
     let mut best: Option<Local> = None;
+    let mut best_start = 0;
     let mut found: Vec<Vec<f64>> = Vec::new();
-    for start in &starts {
+    for (index, start) in starts.iter().enumerate() {
         if start.iter().any(|v| !v.is_finite()) {
             continue;
         }
@@ -268,7 +269,11 @@ pub fn minimize<D: Number>(
         };
         if better {
             best = Some(local);
+            best_start = index;
         }
+    }
+    if !tracking && (cached.is_none() || best_start != 0) {
+        cache.count_switch();
     }
     let best = best.ok_or_else(|| EvalError::new("inner minimisation: the objective is not finite at any starting point"))?;
     if best.point.iter().any(|v| v.abs() > 1e8) {

@@ -22,11 +22,24 @@ const PARALLEL_CHUNK: usize = 512;
 pub struct MinimizerCache {
     pub dimension: usize,
     values: Vec<AtomicU64>,
+    /// Exhaustive searches whose global minimiser is not the one tracked from the cache.
+    switches: AtomicU64,
 }
 
 impl MinimizerCache {
     fn new(dimension: usize, nodes: usize) -> Self {
-        MinimizerCache { dimension, values: (0..dimension * nodes).map(|_| AtomicU64::new(f64::NAN.to_bits())).collect() }
+        MinimizerCache {
+            dimension,
+            values: (0..dimension * nodes).map(|_| AtomicU64::new(f64::NAN.to_bits())).collect(),
+            switches: AtomicU64::new(0),
+        }
+    }
+    pub fn count_switch(&self) {
+        self.switches.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Switches counted since the last call.
+    pub fn take_switches(&self) -> u64 {
+        self.switches.swap(0, Ordering::Relaxed)
     }
     pub fn get(&self, node: usize) -> Option<Vec<f64>> {
         let start = node.checked_mul(self.dimension)?;
@@ -74,6 +87,12 @@ impl Evaluator {
 
     pub fn set_exhaustive(&self, exhaustive: bool) {
         self.exhaustive.store(exhaustive, Ordering::Relaxed);
+    }
+
+    /// Inner minimisations that an exhaustive search moved to another basin (or that had no
+    /// cached minimiser) since the last call, over all caches.
+    pub fn take_basin_switches(&self) -> u64 {
+        self.caches.iter().map(MinimizerCache::take_switches).sum()
     }
 
     /// Run the whole program on a register file whose unknown slots are already set.

@@ -100,6 +100,12 @@ impl SaddleProblem {
         }
     }
 
+    /// Inner minimisations moved to another basin by exhaustive searches since the last call
+    /// (the caches are shared by every evaluator of the free energy).
+    pub fn take_basin_switches(&self) -> u64 {
+        self.energy.take_basin_switches()
+    }
+
     pub fn is_exhaustive(&self) -> bool {
         self.exhaustive.load(Ordering::Relaxed)
     }

@@ -143,6 +143,8 @@ pub struct FixedPoint {
     pub last_exhaustive: bool,
     /// Anderson acceleration depth (0: plain damped iteration).
     pub memory: usize,
+    /// Whether exhaustive sweeps still run every 8 iterations.
+    periodic: bool,
     /// Recent iterates and their images under the damped map.
     history: Vec<(Vec<f64>, Vec<f64>)>,
     /// The plain damped image behind the current (extrapolated) iterate: where to continue
@@ -152,7 +154,7 @@ pub struct FixedPoint {
 
 impl FixedPoint {
     pub fn new(damping: f64, tolerance: f64, memory: usize) -> Self {
-        FixedPoint { damping, tolerance, last_exhaustive: false, memory, history: Vec::new(), fallback: None }
+        FixedPoint { damping, tolerance, last_exhaustive: false, memory, periodic: true, history: Vec::new(), fallback: None }
     }
 
     /// Anderson (type II) extrapolation from the stored iterates: the combination of recent
@@ -198,8 +200,9 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
         if state.get_cost() <= self.tolerance {
             self.last_exhaustive = true;
         }
-        let exhaustive = self.last_exhaustive || state.get_iter() % 8 == 0;
+        let exhaustive = self.last_exhaustive || (self.periodic && state.get_iter() % 8 == 0);
         saddle.set_exhaustive(exhaustive);
+        saddle.take_basin_switches();
         let mut updated = alternating_update(saddle, &mut x, self.damping, true);
         // An extrapolated iterate may leave the domain where the energy is defined (a Gram
         // matrix that is no longer positive definite): continue from the plain iterate.
@@ -210,6 +213,13 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
             updated = alternating_update(saddle, &mut x, self.damping, true);
         }
         saddle.set_exhaustive(true);
+        // Periodic exhaustive sweeps catch minimisers that tracking left in a basin that is
+        // no longer the lowest; once one (after the first) finds none, tracking is exact here
+        // and only the final confirming sweep remains.
+        let switches = saddle.take_basin_switches();
+        if exhaustive && state.get_iter() > 0 {
+            self.periodic = switches > 0;
+        }
         updated?;
         if x.iter().any(|v| !v.is_finite()) {
             return Err(Error::msg(format!("the iteration diverged (from {})", saddle.describe(&previous))));
