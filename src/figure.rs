@@ -862,16 +862,8 @@ fn emptiest_corner(drawn: &[(i32, i32)], x: (i32, i32), y: (i32, i32), entries: 
     let covered = |(xs, ys): ((i32, i32), (i32, i32))| {
         drawn.iter().filter(|(px, py)| *px >= xs.0 && *px <= xs.1 && *py >= ys.0 && *py <= ys.1).count()
     };
-    let mut best = 0;
-    let mut fewest = usize::MAX;
-    for (i, (_, xs, ys)) in corners.iter().enumerate() {
-        let count = covered((*xs, *ys));
-        if count < fewest {
-            fewest = count;
-            best = i;
-        }
-    }
-    corners.into_iter().nth(best).map(|c| c.0).unwrap_or(SeriesLabelPosition::UpperRight)
+    // min_by_key keeps the first of equal minima.
+    corners.into_iter().min_by_key(|(_, xs, ys)| covered((*xs, *ys))).map_or(SeriesLabelPosition::UpperRight, |c| c.0)
 }
 
 /// Mesh, theory line, series with error bars and legend, on either x axis; `x_label`

@@ -160,29 +160,17 @@ struct Local {
 /// Newton from `start`; `None` once a full step lands next to one of the `known` minimisers
 /// (the run is inside that minimiser's basin and would converge to it).
 fn newton(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) -> Result<Option<Local>, EvalError> {
-    Ok(match newton_steps(objective, start, known)? {
-        Outcome::Converged(local) => Some(local),
-        Outcome::Merged => None,
-    })
-}
-
-enum Outcome {
-    Converged(Local),
-    Merged,
-}
-
-fn newton_steps(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) -> Result<Outcome, EvalError> {
     let mut x = start.to_vec();
     for _ in 0..MAX_NEWTON_STEPS {
         let (f, g, h) = objective.second_order(&x)?;
         let gradient_norm = g.amax();
         if !f.is_finite() || gradient_norm <= 1e-11 * (1.0 + f.abs()) {
-            return Ok(Outcome::Converged(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged: f.is_finite() }));
+            return Ok(Some(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged: f.is_finite() }));
         }
         let direction = guarded_direction(&g, &h);
         let slope = g.dot(&direction);
         if -slope <= 1e-14 * (1.0 + f.abs()) {
-            return Ok(Outcome::Converged(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged: true }));
+            return Ok(Some(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged: true }));
         }
         let mut step = 1.0;
         let mut accepted = false;
@@ -198,10 +186,10 @@ fn newton_steps(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) ->
         }
         if !accepted {
             let converged = gradient_norm <= 1e-6 * (1.0 + f.abs());
-            return Ok(Outcome::Converged(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged }));
+            return Ok(Some(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged }));
         }
         if step == 1.0 && known.iter().any(|p| close(&x, p)) {
-            return Ok(Outcome::Merged);
+            return Ok(None);
         }
         let moved = step * direction.amax();
         if moved <= 1e-15 * (1.0 + x.iter().fold(0.0f64, |m, v| m.max(v.abs()))) {
@@ -210,7 +198,7 @@ fn newton_steps(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) ->
     }
     let (value, g, hessian) = objective.second_order(&x)?;
     let gradient_norm = g.amax();
-    Ok(Outcome::Converged(Local { point: x, value, gradient: g, gradient_norm, hessian, converged: gradient_norm <= 1e-6 * (1.0 + value.abs()) }))
+    Ok(Some(Local { point: x, value, gradient: g, gradient_norm, hessian, converged: gradient_norm <= 1e-6 * (1.0 + value.abs()) }))
 }
 
 /// Within 1e-4 (relative) in every coordinate: a full Newton step this close to a strict
@@ -240,9 +228,10 @@ pub fn minimize<D: Number>(
     let mut objective = Objective::new(block, registers);
     let mut starts: Vec<Vec<f64>> = Vec::with_capacity(block.starts.len() + 2);
     let cached = cache.get(node);
-    let tracking = cached.is_some() && !exhaustive;
-    if let Some(previous) = &cached {
-        starts.push(previous.clone());
+    let had_cache = cached.is_some();
+    let tracking = had_cache && !exhaustive;
+    if let Some(previous) = cached {
+        starts.push(previous);
     }
     if !tracking {
         starts.extend(block.starts.iter().map(|slots| slots.iter().map(|s| registers[*s].re()).collect::<Vec<f64>>()));
@@ -272,7 +261,7 @@ pub fn minimize<D: Number>(
             best_start = index;
         }
     }
-    if !tracking && (cached.is_none() || best_start != 0) {
+    if !tracking && (!had_cache || best_start != 0) {
         cache.count_switch();
     }
     let best = best.ok_or_else(|| EvalError::new("inner minimisation: the objective is not finite at any starting point"))?;

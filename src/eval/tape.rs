@@ -72,21 +72,28 @@ pub struct Evaluator {
 impl Evaluator {
     pub fn new(program: Program) -> Self {
         let mut tables: Vec<Option<NodeTable>> = vec![None; program.expect_count];
-        collect_tables(&program.instrs, &mut tables);
+        collect_tables(&program.instrs, &mut tables, &|block| nodes::build(&block.components, block.rule));
         let caches = Arc::new(program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect());
         Evaluator { program, tables, caches, exhaustive: AtomicBool::new(true) }
     }
 
     /// An evaluator of `program`, a slice of `whole`'s program, that shares `whole`'s
-    /// minimiser caches: a minimiser found by one is the warm start of the other.
+    /// minimiser caches (a minimiser found by one is the warm start of the other) and copies
+    /// its node tables instead of building them again.
     pub fn slice_of(whole: &Evaluator, program: Program) -> Self {
         let mut tables: Vec<Option<NodeTable>> = vec![None; program.expect_count];
-        collect_tables(&program.instrs, &mut tables);
+        collect_tables(&program.instrs, &mut tables, &|block| {
+            whole.tables[block.id].clone().unwrap_or_else(|| nodes::build(&block.components, block.rule))
+        });
         Evaluator { program, tables, caches: Arc::clone(&whole.caches), exhaustive: AtomicBool::new(true) }
     }
 
     pub fn set_exhaustive(&self, exhaustive: bool) {
         self.exhaustive.store(exhaustive, Ordering::Relaxed);
+    }
+
+    pub fn is_exhaustive(&self) -> bool {
+        self.exhaustive.load(Ordering::Relaxed)
     }
 
     /// Inner minimisations that an exhaustive search moved to another basin (or that had no
@@ -222,14 +229,15 @@ impl Evaluator {
     }
 }
 
-fn collect_tables(instrs: &[Instr], tables: &mut [Option<NodeTable>]) {
+/// The node table of every expectation in `instrs`, nested ones included, from `table_of`.
+fn collect_tables(instrs: &[Instr], tables: &mut [Option<NodeTable>], table_of: &dyn Fn(&ExpectBlock) -> NodeTable) {
     for instr in instrs {
         match instr {
             Instr::Expect(block) => {
-                tables[block.id] = Some(nodes::build(&block.components, block.rule));
-                collect_tables(&block.body, tables);
+                tables[block.id] = Some(table_of(block));
+                collect_tables(&block.body, tables, table_of);
             }
-            Instr::Minimize(block) => collect_tables(&block.body, tables),
+            Instr::Minimize(block) => collect_tables(&block.body, tables, table_of),
             _ => {}
         }
     }

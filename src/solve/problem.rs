@@ -2,7 +2,6 @@
 //! the vector of unknowns (order parameters then conjugates), its gradient and Hessian by
 //! forward-mode duals, and the observables. Derivatives come only from the number type.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use nalgebra::{DMatrix, SVector, U1};
@@ -32,7 +31,6 @@ pub struct SaddleProblem {
     /// The last gradient of the conjugate-free terms (the expensive channel terms): a step
     /// that moves only conjugates reuses it.
     order_only_memo: Mutex<Option<GradientMemo>>,
-    exhaustive: AtomicBool,
 }
 
 struct GradientMemo {
@@ -72,7 +70,6 @@ impl SaddleProblem {
             conjugates,
             model,
             order_only_memo: Mutex::new(None),
-            exhaustive: AtomicBool::new(true),
         }
     }
 
@@ -94,7 +91,6 @@ impl SaddleProblem {
     /// Exhaustive inner minimisation (every start at every node) or tracking of the cached
     /// minimisers; see `eval::tape::Evaluator::set_exhaustive`.
     pub fn set_exhaustive(&self, exhaustive: bool) {
-        self.exhaustive.store(exhaustive, Ordering::Relaxed);
         for evaluator in [&self.energy, &self.observe, &self.order_only_slice, &self.conjugate_slice, &self.coupling_slice] {
             evaluator.set_exhaustive(exhaustive);
         }
@@ -107,7 +103,7 @@ impl SaddleProblem {
     }
 
     pub fn is_exhaustive(&self) -> bool {
-        self.exhaustive.load(Ordering::Relaxed)
+        self.energy.is_exhaustive()
     }
 
     pub fn dimension(&self) -> usize {
