@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::output::{self, Format};
 use crate::pipeline::{self, PointResult, RunOptions, ToolkitError};
-use crate::solve::sweep::{linspace, run_segments};
+use crate::solve::sweep::{distinct_branches, linspace, run_segments};
 use crate::syntax::{Item, SettingValue};
 
 #[derive(Debug, Parser)]
@@ -255,7 +255,7 @@ pub fn run(args: RunArgs) -> Result<String, ToolkitError> {
         }
         progress.inc(1);
     };
-    let results = run_segments(&values, &already_done, &solve_one, &|p: &PointResult| p.all_unknowns.clone(), &on_done);
+    let results = run_segments(&values, &already_done, &solve_one, &|p: &PointResult| distinct_branches(&p.all_fixed_points), &on_done);
     progress.finish_and_clear();
 
     let mut points = Vec::new();

@@ -168,8 +168,9 @@ pub struct PointResult {
     /// The selected point as a raw vector (warm starts along sweeps).
     #[serde(skip)]
     pub unknowns: Vec<f64>,
+    /// Every fixed point found as (unknowns, free energy), the selected one first.
     #[serde(skip)]
-    pub all_unknowns: Vec<Vec<f64>>,
+    pub all_fixed_points: Vec<(Vec<f64>, f64)>,
 }
 
 impl PointResult {
@@ -380,7 +381,7 @@ fn point_result(
         integration_error: solution.integration_error.iter().cloned().collect(),
         solution_error: solution.solution_error.iter().cloned().collect(),
         unknowns: selected.unknowns.clone(),
-        all_unknowns: solution.fixed_points.iter().map(|f| f.unknowns.clone()).collect(),
+        all_fixed_points: std::iter::once(&solution.selected).chain(&solution.fixed_points).map(|f| (f.unknowns.clone(), f.free_energy)).collect(),
     }
 }
 

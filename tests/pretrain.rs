@@ -52,3 +52,17 @@ fn the_effective_noise_is_what_pretraining_leaves_of_the_teacher() {
     let fewer = solve("pretrain.lra", &[("alpha0", 4.0)]);
     assert!(observable(&point, "eps0") < observable(&fewer, "eps0"));
 }
+
+#[test]
+fn both_starts_converge_where_anderson_extrapolation_was_ill_conditioned() {
+    // At alpha0 = 15.47 the informed start's third Anderson step once sent q to ~2000; with
+    // far-reaching extrapolations rejected it converges (to the mirror image -m of the
+    // informative fixed point, which has the same energy).
+    let point = solve("pretrain.lra", &[("alpha0", 15.46551724137931)]);
+    assert!(point.failed_starts.is_empty(), "{:?}", point.failed_starts);
+    let informative: Vec<_> = point.fixed_points.iter().filter(|f| f.order_parameters["m"].as_f64().unwrap().abs() > 0.9).collect();
+    assert!(!informative.is_empty());
+    // Before, it wandered for thousands of iterations.
+    assert!(informative.iter().all(|f| f.iterations < 500), "{:?}", informative.iter().map(|f| f.iterations).collect::<Vec<_>>());
+    assert!(observable(&point, "m0") > 0.95);
+}

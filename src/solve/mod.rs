@@ -226,36 +226,52 @@ fn execute<'a, S: argmin::core::Solver<Saddle<'a>, solvers::SaddleState>>(
     x0: Vec<f64>,
     max_iter: u64,
     trace: Option<IterationTrace>,
-) -> Result<solvers::SaddleState, String> {
+) -> Result<(solvers::SaddleState, S), String> {
     let mut executor = Executor::new(Saddle(problem), solver).configure(|s| s.param(x0).max_iters(max_iter));
     if let Some(trace) = trace {
         executor = executor.add_observer(trace, argmin::core::observers::ObserverMode::Always);
     }
-    executor.run().map(|result| result.state).map_err(|e| e.to_string())
+    executor.run().map(|result| (result.state, result.solver)).map_err(|e| e.to_string())
 }
 
-fn run_solver(problem: &SaddleProblem, name: &str, start: &[f64], options: &SolverOptions) -> Result<(Vec<f64>, u64), String> {
+/// Where a start ended.
+enum Reached {
+    /// A fixed point (the point, iterations).
+    Converged(Vec<f64>, u64),
+    /// Within [`solvers::JOIN_DISTANCE`] of one of the known fixed points.
+    Joined,
+}
+
+/// Runs the configured solver from `start`; `known` are fixed points already reached at these
+/// params, which a fixed-point iteration stops early on joining.
+fn run_solver(problem: &SaddleProblem, name: &str, start: &[f64], options: &SolverOptions, known: &[Vec<f64>]) -> Result<Reached, String> {
     let mut x0 = start.to_vec();
     project(&mut x0, &problem.model.unknown_domains);
     let trace = options.trace.then(|| IterationTrace { start: name.to_string(), clock: std::time::Instant::now() });
     let state = match options.method {
         Method::FixedPoint => {
-            let solver = FixedPoint::new(options.damping, options.tolerance, options.anderson);
-            execute(problem, solver, x0, options.max_iter, trace)?
+            let mut solver = FixedPoint::new(options.damping, options.tolerance, options.anderson);
+            solver.known = known.to_vec();
+            let (state, solver) = execute(problem, solver, x0, options.max_iter, trace)?;
+            if solver.joined.is_some() {
+                return Ok(Reached::Joined);
+            }
+            state
         }
         Method::Newton => {
             let solver = Newton { tolerance: options.residual_tolerance * 1e-2 };
-            execute(problem, solver, x0, options.max_iter.min(200), trace)?
+            execute(problem, solver, x0, options.max_iter.min(200), trace)?.0
         }
     };
     let state = &state;
     let iterations = state.get_iter();
     let x = state.get_param().cloned().ok_or("the solver returned no point")?;
     match state.get_termination_status() {
-        TerminationStatus::Terminated(TerminationReason::SolverConverged) => Ok((x, iterations)),
+        TerminationStatus::Terminated(TerminationReason::SolverConverged) => Ok(Reached::Converged(x, iterations)),
         TerminationStatus::Terminated(TerminationReason::MaxItersReached) => {
             Err(format!("no convergence after {iterations} iterations (last change {:.3e})", state.get_cost()))
         }
+        TerminationStatus::Terminated(TerminationReason::SolverExit(reason)) => Err(reason.clone()),
         other => Err(format!("stopped: {other:?}")),
     }
 }
@@ -266,8 +282,11 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
     let mut terms_of: Vec<Vec<(String, f64)>> = Vec::new();
     let mut failed = Vec::new();
     for (name, start) in starts {
-        let (x, iterations) = match run_solver(problem, name, start, options) {
-            Ok(found) => found,
+        let known: Vec<Vec<f64>> = fixed_points.iter().map(|f| f.unknowns.clone()).collect();
+        let (x, iterations) = match run_solver(problem, name, start, options, &known) {
+            Ok(Reached::Converged(x, iterations)) => (x, iterations),
+            // A fixed point already reported.
+            Ok(Reached::Joined) => continue,
             Err(reason) => {
                 failed.push(FailedStart { start: name.clone(), reason });
                 continue;
@@ -366,8 +385,12 @@ fn solution_error(
     for group in 0..groups {
         let restricted = problem.restricted_to_scramble(group);
         let name = format!("{} on scramble {}", selected.start, group + 1);
-        let (x, _) = run_solver(&restricted, &name, &selected.unknowns, options)
-            .map_err(|reason| SolveError::Evaluation(format!("solution error: the re-solve on scramble {} failed: {reason}", group + 1)))?;
+        let x = match run_solver(&restricted, &name, &selected.unknowns, options, &[]) {
+            Ok(Reached::Converged(x, _)) => x,
+            // No fixed points are known to this re-solve, so it cannot join one.
+            Ok(Reached::Joined) => return Err(SolveError::Evaluation("solution error: the re-solve joined another fixed point".into())),
+            Err(reason) => return Err(SolveError::Evaluation(format!("solution error: the re-solve on scramble {} failed: {reason}", group + 1))),
+        };
         per_scramble.push(problem.observables(&x).map_err(|e| SolveError::Evaluation(e.message))?);
     }
     Ok(integration_error(observables, &per_scramble))

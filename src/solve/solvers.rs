@@ -77,6 +77,18 @@ pub fn project(x: &mut [f64], domains: &[Domain]) {
     }
 }
 
+/// Whether every entry already lies inside its domain (projection would not move it).
+fn inside(x: &[f64], domains: &[Domain]) -> bool {
+    let mut projected = x.to_vec();
+    project(&mut projected, domains);
+    projected == x
+}
+
+/// Whether `accelerated` stays within one unit of scale, `1 + |x|`, of the plain image `plain`.
+fn within_reach(accelerated: &[f64], plain: &[f64]) -> bool {
+    accelerated.iter().zip(plain).all(|(a, p)| (a - p).abs() <= 1.0 + p.abs())
+}
+
 /// One sweep of the alternating iteration: conjugates from dPhi/d(order) = 0, then order
 /// parameters from dPhi/d(conjugate) = 0, each mixed with weight `damping`.
 pub fn alternating_update(saddle: &SaddleProblem, x: &mut [f64], damping: f64, projected: bool) -> Result<(), Error> {
@@ -150,11 +162,38 @@ pub struct FixedPoint {
     /// The plain damped image behind the current (extrapolated) iterate: where to continue
     /// if the extrapolation left the region where the free energy can be evaluated.
     fallback: Option<Vec<f64>>,
+    /// Smallest change since every sweep became exhaustive, and the iterations since it last
+    /// halved: a discontinuous exhaustive map can cycle without ever converging.
+    best_exhaustive_change: f64,
+    stalled_for: u64,
+    /// Fixed points other starts already reached at these params, and the index of the one
+    /// an exhaustive iterate came within [`JOIN_DISTANCE`] of (the start then stops early).
+    pub known: Vec<Vec<f64>>,
+    pub joined: Option<usize>,
 }
+
+/// Relative distance (max norm) at which an exhaustive iterate is taken to have joined a
+/// known fixed point: far below the spacing of distinct fixed points, far above the tolerance.
+pub const JOIN_DISTANCE: f64 = 1e-4;
+
+/// Exhaustive iterations without halving the best change before a start is given up as cycling.
+const STALL_LIMIT: u64 = 50;
 
 impl FixedPoint {
     pub fn new(damping: f64, tolerance: f64, memory: usize) -> Self {
-        FixedPoint { damping, tolerance, last_exhaustive: false, memory, periodic: true, history: Vec::new(), fallback: None }
+        FixedPoint {
+            damping,
+            tolerance,
+            last_exhaustive: false,
+            memory,
+            periodic: true,
+            history: Vec::new(),
+            fallback: None,
+            best_exhaustive_change: f64::INFINITY,
+            stalled_for: 0,
+            known: Vec::new(),
+            joined: None,
+        }
     }
 
     /// Anderson (type II) extrapolation from the stored iterates: the combination of recent
@@ -230,19 +269,37 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
             .zip(&previous)
             .map(|(a, b)| (a - b).abs() / (self.damping * (1.0 + b.abs())))
             .fold(0.0, f64::max);
-        // Anderson acceleration; the history restarts whenever the map changes (an
-        // exhaustive sweep may move inner minimisers to other basins).
+        if exhaustive {
+            self.joined = self.known.iter().position(|k| k.iter().zip(&x).all(|(a, b)| (a - b).abs() <= JOIN_DISTANCE * (1.0 + a.abs())));
+        }
+        if self.last_exhaustive {
+            if change < 0.5 * self.best_exhaustive_change {
+                self.best_exhaustive_change = change;
+                self.stalled_for = 0;
+            } else {
+                self.stalled_for += 1;
+            }
+        }
+        // Anderson acceleration; the history restarts whenever the map changes, i.e. when an
+        // exhaustive sweep moved inner minimisers to other basins.
         if self.memory > 0 && change > self.tolerance {
-            if exhaustive {
+            if switches > 0 {
                 self.history.clear();
             }
             self.history.push((previous.clone(), x.clone()));
             if self.history.len() > self.memory + 1 {
                 self.history.remove(0);
             }
-            if let Some(mut accelerated) = self.extrapolate() {
-                project(&mut accelerated, &saddle.model.unknown_domains);
-                self.fallback = Some(std::mem::replace(&mut x, accelerated));
+            // An extrapolation that leaves the domain (a variance below zero) or moves an
+            // unknown by more than its own scale past the plain image comes from a nearly
+            // singular least-squares problem and is not trusted: the plain step is taken
+            // instead and the history restarts.
+            match self.extrapolate() {
+                Some(accelerated) if inside(&accelerated, &saddle.model.unknown_domains) && within_reach(&accelerated, &x) => {
+                    self.fallback = Some(std::mem::replace(&mut x, accelerated));
+                }
+                Some(_) => self.history.clear(),
+                None => {}
             }
         }
         Ok((state.param(x).cost(change), None))
@@ -251,6 +308,13 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
     fn terminate(&mut self, state: &SaddleState) -> TerminationStatus {
         if state.get_iter() > 0 && state.get_cost() <= self.tolerance && self.last_exhaustive {
             TerminationStatus::Terminated(TerminationReason::SolverConverged)
+        } else if self.joined.is_some() {
+            TerminationStatus::Terminated(TerminationReason::SolverExit("joined a known fixed point".into()))
+        } else if self.stalled_for >= STALL_LIMIT {
+            TerminationStatus::Terminated(TerminationReason::SolverExit(format!(
+                "no convergence: with global inner minimisers the change stays near {:.1e} for {STALL_LIMIT} iterations (inner minimisers keep switching basins)",
+                self.best_exhaustive_change
+            )))
         } else {
             TerminationStatus::NotTerminated
         }

@@ -14,6 +14,31 @@ pub fn linspace(start: f64, stop: f64, count: usize) -> Vec<f64> {
     }
 }
 
+/// Relative distance (max norm) below which two fixed points continue one branch: starting the
+/// next point from both would find the same fixed point twice.
+pub const BRANCH_DISTANCE: f64 = 1e-2;
+
+/// Relative difference of free energies below which two fixed points are images of each other
+/// under a symmetry of the energy (e.g. W -> -W): continuing one of them suffices.
+pub const SYMMETRIC_ENERGY: f64 = 1e-10;
+
+/// One representative per branch among `(unknowns, free energy)` fixed points, in the given
+/// order (put the preferred one, e.g. the selected fixed point, first): a fixed point is
+/// dropped if a kept one lies within [`BRANCH_DISTANCE`] of it or has the same free energy.
+pub fn distinct_branches(points: &[(Vec<f64>, f64)]) -> Vec<Vec<f64>> {
+    let mut kept: Vec<&(Vec<f64>, f64)> = Vec::new();
+    for p in points {
+        let same_branch = |(k, energy): &&(Vec<f64>, f64)| {
+            k.iter().zip(&p.0).all(|(a, b)| (a - b).abs() <= BRANCH_DISTANCE * (1.0 + a.abs()))
+                || (energy - p.1).abs() <= SYMMETRIC_ENERGY * (1.0 + energy.abs())
+        };
+        if !kept.iter().any(same_branch) {
+            kept.push(p);
+        }
+    }
+    kept.into_iter().map(|(x, _)| x.clone()).collect()
+}
+
 /// Run `solve_one(value, warm_starts)` along `values`; `skip(i)` marks points already done
 /// (resumed sweeps): they are neither solved nor reported, and the walk restarts cold after them.
 pub fn run_segments<T: Send, E: Send>(
@@ -65,6 +90,18 @@ mod tests {
     fn linspace_hits_both_ends() {
         assert_eq!(linspace(0.0, 1.0, 3), vec![0.0, 0.5, 1.0]);
         assert_eq!(linspace(2.0, 5.0, 1), vec![2.0]);
+    }
+
+    #[test]
+    fn nearby_fixed_points_continue_one_branch() {
+        let points = vec![(vec![0.0, 1.0], 1.0), (vec![0.001, 1.005], 1.1), (vec![0.5, 1.0], 2.0), (vec![-0.5, 1.0], 3.0)];
+        assert_eq!(distinct_branches(&points), vec![vec![0.0, 1.0], vec![0.5, 1.0], vec![-0.5, 1.0]]);
+    }
+
+    #[test]
+    fn mirror_images_with_one_free_energy_continue_one_branch() {
+        let points = vec![(vec![0.9, 1.0], 0.25), (vec![0.0, 0.5], 0.8), (vec![-0.9, 1.0], 0.25)];
+        assert_eq!(distinct_branches(&points), vec![vec![0.9, 1.0], vec![0.0, 0.5]]);
     }
 
     #[test]
