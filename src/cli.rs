@@ -109,6 +109,10 @@ pub struct CompareArgs {
     /// Logarithmic x axis in the figures (every swept value must be positive).
     #[arg(long)]
     pub log_x: bool,
+    /// Solver setting KEY=VALUE for the theory sweep, as for `run` (e.g. solution_error=1: the
+    /// deviations then count the prediction's integration and solution errors too).
+    #[arg(long = "solver", value_name = "KEY=VALUE")]
+    pub solver: Vec<String>,
 }
 
 fn flag_error(flag: &str, message: impl Into<String>) -> ToolkitError {
@@ -389,7 +393,7 @@ pub fn compare(args: CompareArgs) -> Result<String, ToolkitError> {
         format: Format::Json,
         out: Some(theory_file),
         resume: false,
-        solver: Vec::new(),
+        solver: args.solver.clone(),
         no_stability: true,
     })?;
     let theory: Vec<TheoryPoint> = theory_text
@@ -401,6 +405,7 @@ pub fn compare(args: CompareArgs) -> Result<String, ToolkitError> {
                 .as_object()
                 .map(|o| o.iter().filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x))).collect())
                 .unwrap_or_default(),
+            errors: prediction_errors(&point),
         })
         .collect();
     let simulation_file = args.out.join("simulation.jsonl");
@@ -458,6 +463,20 @@ pub fn compare(args: CompareArgs) -> Result<String, ToolkitError> {
     let mut text = crate::figure::summary(&comparison);
     text.push_str(&format!("wrote {} and {} figure(s) in {}\n", csv_path.display(), figures.len(), args.out.display()));
     Ok(text)
+}
+
+/// Standard error of each predicted observable at one solved point: the integration and
+/// solution errors (where the point has them) combined in quadrature.
+fn prediction_errors(point: &serde_json::Value) -> Vec<(String, f64)> {
+    let mut squared: indexmap::IndexMap<String, f64> = indexmap::IndexMap::new();
+    for kind in ["integration_error", "solution_error"] {
+        for (name, error) in point[kind].as_object().into_iter().flatten() {
+            if let Some(e) = error.as_f64() {
+                *squared.entry(name.clone()).or_insert(0.0) += e * e;
+            }
+        }
+    }
+    squared.into_iter().map(|(name, s)| (name, s.sqrt())).collect()
 }
 
 /// Run a parsed command line; the text to print, or an error to render.

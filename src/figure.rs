@@ -11,7 +11,7 @@
 //!
 //! * [`write_csv`]: a long-format table, one row per (observable, source, series, point),
 //!   with the deviation of every simulation mean from the linearly interpolated theory in
-//!   units of its standard error;
+//!   units of the combined standard error of simulation and prediction;
 //! * [`write_svg`]: one SVG file per observable (theory as a black line, the best run as
 //!   coloured markers with ±1 sem error bars, one colour per dimension; the initialisations
 //!   at the largest dimension as unfilled markers, one shape each), on a linear or
@@ -53,6 +53,10 @@ pub struct TheoryPoint {
     pub x: f64,
     /// `(observable name, predicted value)`.
     pub values: Vec<(String, f64)>,
+    /// `(observable name, standard error of the prediction)`: integration and solution
+    /// errors combined in quadrature; absent observables have no error estimate.
+    #[serde(default)]
+    pub errors: Vec<(String, f64)>,
 }
 
 /// Series name of the best run per seed (lowest training objective over initialisations).
@@ -145,7 +149,7 @@ pub enum FigureError {
 }
 
 /// Fixed column names after the first (swept-value) column of [`write_csv`].
-const CSV_COLUMNS: [&str; 8] = [
+const CSV_COLUMNS: [&str; 9] = [
     "observable",
     "source",
     "dimension",
@@ -153,21 +157,24 @@ const CSV_COLUMNS: [&str; 8] = [
     "value",
     "sem",
     "seeds",
+    "theory_error",
     "deviation_in_sem",
 ];
 
 /// Writes the comparison as a long-format CSV table to `path` (the parent directory must
 /// exist; the file is overwritten).
 ///
-/// Columns: `swept, observable, source, dimension, run, value, sem, seeds,
+/// Columns: `swept, observable, source, dimension, run, value, sem, seeds, theory_error,
 /// deviation_in_sem`. The first column holds the swept value `x`; its header is the swept
 /// parameter's name ([`Comparison::swept`]), or literally `swept` if that name is empty or
 /// clashes with another column name. `source` is `theory` or `simulation`; `run` is the
-/// series ([`SimulationPoint::run`]). Theory rows leave `dimension`, `run`, `sem`, `seeds`
-/// and `deviation_in_sem` empty. For simulation rows `value` is the mean and
-/// `deviation_in_sem = (mean - theory(x)) / sem`, with `theory(x)` linearly interpolated
-/// from the theory points; it is empty if `x` is outside the theory range or the sem is
-/// zero/missing. Every series, at every dimension, gets its rows and deviations.
+/// series ([`SimulationPoint::run`]). `theory_error` is the prediction's standard error
+/// ([`TheoryPoint::errors`]), interpolated to `x` on simulation rows, and empty where the
+/// theory has none. Theory rows leave `dimension`, `run`, `sem`, `seeds` and
+/// `deviation_in_sem` empty. For simulation rows `value` is the mean and
+/// `deviation_in_sem = (mean - theory(x)) / sqrt(sem^2 + theory_error(x)^2)`, with
+/// `theory(x)` linearly interpolated from the theory points; it is empty if `x` is outside
+/// the theory range or the sem is zero/missing. Every series, at every dimension, gets its rows and deviations.
 ///
 /// Row order: by observable (as listed), then all theory rows sorted by `x`, then
 /// simulation rows sorted by series (best run first, then initialisations by name),
@@ -195,6 +202,7 @@ pub fn write_csv(comparison: &Comparison, path: &Path) -> Result<(), FigureError
                     fmt_f64(value),
                     String::new(),
                     String::new(),
+                    curve.error_at(x).map(fmt_f64).unwrap_or_default(),
                     String::new(),
                 ])
                 .map_err(csv_err)?;
@@ -211,6 +219,7 @@ pub fn write_csv(comparison: &Comparison, path: &Path) -> Result<(), FigureError
                     fmt_f64(p.mean),
                     p.sem.map(fmt_f64).unwrap_or_default(),
                     p.seeds.to_string(),
+                    curve.error_at(p.x).map(fmt_f64).unwrap_or_default(),
                     deviation.map(fmt_f64).unwrap_or_default(),
                 ])
                 .map_err(csv_err)?;
@@ -456,6 +465,8 @@ fn unique_observables(comparison: &Comparison) -> Vec<&str> {
 /// Finite theory points of one observable, sorted by `x`, one per `x`.
 struct TheoryCurve {
     points: Vec<(f64, f64)>,
+    /// `(x, standard error of the prediction)` where the theory gave one.
+    errors: Vec<(f64, f64)>,
 }
 
 impl TheoryCurve {
@@ -468,31 +479,51 @@ impl TheoryCurve {
                 (p.x.is_finite() && v.is_finite()).then_some((p.x, *v))
             })
             .collect();
+        let mut errors: Vec<(f64, f64)> = comparison
+            .theory
+            .iter()
+            .filter_map(|p| {
+                let (_, e) = p.errors.iter().find(|(name, _)| name == obs)?;
+                (p.x.is_finite() && e.is_finite()).then_some((p.x, *e))
+            })
+            .collect();
         // Stable sort: among equal x the first point in input order comes first and is kept.
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        points.dedup_by(|later, earlier| later.0 == earlier.0);
-        Self { points }
+        for series in [&mut points, &mut errors] {
+            series.sort_by(|a, b| a.0.total_cmp(&b.0));
+            series.dedup_by(|later, earlier| later.0 == earlier.0);
+        }
+        Self { points, errors }
     }
 
     /// Linear interpolation; `None` outside `[min x, max x]` or without points.
     fn at(&self, x: f64) -> Option<f64> {
-        let pts = &self.points;
-        let (first, last) = (pts.first()?, pts.last()?);
-        if !x.is_finite() || x < first.0 || x > last.0 {
-            return None;
-        }
-        let i = pts.partition_point(|p| p.0 <= x);
-        if i == pts.len() {
-            return Some(last.1);
-        }
-        let (x0, y0) = pts[i - 1];
-        let (x1, y1) = pts[i];
-        if x == x0 {
-            return Some(y0);
-        }
-        let t = (x - x0) / (x1 - x0);
-        Some(y0 + t * (y1 - y0))
+        interpolate(&self.points, x)
     }
+
+    /// The prediction's standard error, interpolated like the prediction; `None` where the
+    /// theory gave no error estimate.
+    fn error_at(&self, x: f64) -> Option<f64> {
+        interpolate(&self.errors, x)
+    }
+}
+
+/// Linear interpolation in `(x, y)` points sorted by `x`; `None` outside their range.
+fn interpolate(pts: &[(f64, f64)], x: f64) -> Option<f64> {
+    let (first, last) = (pts.first()?, pts.last()?);
+    if !x.is_finite() || x < first.0 || x > last.0 {
+        return None;
+    }
+    let i = pts.partition_point(|p| p.0 <= x);
+    if i == pts.len() {
+        return Some(last.1);
+    }
+    let (x0, y0) = pts[i - 1];
+    let (x1, y1) = pts[i];
+    if x == x0 {
+        return Some(y0);
+    }
+    let t = (x - x0) / (x1 - x0);
+    Some(y0 + t * (y1 - y0))
 }
 
 /// A finite simulation estimate of one observable.
@@ -507,9 +538,12 @@ struct SimPoint<'a> {
 }
 
 impl SimPoint<'_> {
+    /// `(mean - theory) / sqrt(sem^2 + theory_error^2)`: the deviation in units of the
+    /// combined standard error of simulation and prediction.
     fn deviation_in_sem(&self, curve: &TheoryCurve) -> Option<f64> {
         let sem = self.sem.filter(|&s| s > 0.0)?;
-        let dev = (self.mean - curve.at(self.x)?) / sem;
+        let combined = sem.hypot(curve.error_at(self.x).unwrap_or(0.0));
+        let dev = (self.mean - curve.at(self.x)?) / combined;
         dev.is_finite().then_some(dev)
     }
 }
@@ -994,6 +1028,7 @@ mod tests {
                 TheoryPoint {
                     x,
                     values: vec![("m".into(), 2.0 * x + 1.0), ("q".into(), 0.5)],
+                    errors: Vec::new(),
                 }
             })
             .collect();
@@ -1069,24 +1104,24 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "alpha,observable,source,dimension,run,value,sem,seeds,deviation_in_sem"
+            "alpha,observable,source,dimension,run,value,sem,seeds,theory_error,deviation_in_sem"
         );
         let expected = [
-            "0,m,theory,,,1,,,",
-            "1,m,theory,,,3,,,",
-            "2,m,theory,,,5,,,",
+            "0,m,theory,,,1,,,,",
+            "1,m,theory,,,3,,,,",
+            "2,m,theory,,,5,,,,",
             // (2.5 - 2.0) / 0.25 = 2
-            "0.5,m,simulation,100,best,2.5,0.25,4,2",
+            "0.5,m,simulation,100,best,2.5,0.25,4,,2",
             // outside the theory range
-            "3,m,simulation,100,best,7,0.5,4,",
+            "3,m,simulation,100,best,7,0.5,4,,",
             // (3.5 - 4.0) / 0.25 = -2
-            "1.5,m,simulation,400,best,3.5,0.25,8,-2",
-            "0,q,theory,,,0.5,,,",
-            "1,q,theory,,,0.5,,,",
-            "2,q,theory,,,0.5,,,",
-            "0.5,q,simulation,100,best,0.75,0.125,4,2",
+            "1.5,m,simulation,400,best,3.5,0.25,8,,-2",
+            "0,q,theory,,,0.5,,,,",
+            "1,q,theory,,,0.5,,,,",
+            "2,q,theory,,,0.5,,,,",
+            "0.5,q,simulation,100,best,0.75,0.125,4,,2",
             // sem == 0: no deviation
-            "1.5,q,simulation,400,best,0.5,0,8,",
+            "1.5,q,simulation,400,best,0.5,0,8,,",
         ];
         assert_eq!(&lines[1..], &expected[..]);
 
@@ -1094,12 +1129,36 @@ mod tests {
         let mut reader = csv::Reader::from_path(&path).unwrap();
         let devs: Vec<Option<f64>> = reader
             .records()
-            .map(|r| r.unwrap()[8].parse::<f64>().ok())
+            .map(|r| r.unwrap()[9].parse::<f64>().ok())
             .collect();
         assert_eq!(devs[3], Some(2.0));
         assert_eq!(devs[5], Some(-2.0));
         assert_eq!(devs[9], Some(2.0));
         assert_eq!(devs[10], None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_deviation_combines_simulation_and_theory_errors() {
+        let mut comparison = linear_example();
+        for p in &mut comparison.theory {
+            p.errors = vec![("m".into(), 0.25 * (1.0 + p.x))];
+        }
+        let curve = TheoryCurve::new(&comparison, "m");
+        // At x = 0.5 the theory error interpolates to 0.375; with sem 0.25 the combined error
+        // is hypot(0.25, 0.375) and the deviation (2.5 - 2.0) / that.
+        assert_eq!(curve.error_at(0.5), Some(0.375));
+        let point = simulation_points(&comparison, "m").into_iter().find(|p| p.x == 0.5).unwrap();
+        let expected = 0.5 / 0.25f64.hypot(0.375);
+        assert!((point.deviation_in_sem(&curve).unwrap() - expected).abs() < 1e-15);
+        // q has no error estimate: the deviation stays in units of the sem alone.
+        let q = TheoryCurve::new(&comparison, "q");
+        assert_eq!(q.error_at(0.5), None);
+        let dir = tmp_dir("csv_errors");
+        let path = dir.join("cmp.csv");
+        write_csv(&comparison, &path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().any(|l| l == "0,m,theory,,,1,,,0.25,"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1116,7 +1175,7 @@ mod tests {
         write_csv(&empty, &path).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            "swept,observable,source,dimension,run,value,sem,seeds,deviation_in_sem\n"
+            "swept,observable,source,dimension,run,value,sem,seeds,theory_error,deviation_in_sem\n"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -1181,6 +1240,7 @@ mod tests {
             theory: vec![TheoryPoint {
                 x: f64::NAN,
                 values: vec![("a/b".into(), 1.0)],
+                errors: Vec::new(),
             }],
             simulation: vec![SimulationPoint {
                 run: BEST_RUN.into(),
@@ -1208,6 +1268,7 @@ mod tests {
             theory: vec![TheoryPoint {
                 x: 1.0,
                 values: vec![("c".into(), 0.0)],
+                errors: Vec::new(),
             }],
             simulation: vec![],
         };
@@ -1296,13 +1357,13 @@ mod tests {
         assert_eq!(
             m_sims,
             [
-                "0.5,m,simulation,100,best,2.5,0.25,4,2",
-                "3,m,simulation,100,best,7,0.5,4,",
-                "1.5,m,simulation,400,best,3.5,0.25,8,-2",
+                "0.5,m,simulation,100,best,2.5,0.25,4,,2",
+                "3,m,simulation,100,best,7,0.5,4,,",
+                "1.5,m,simulation,400,best,3.5,0.25,8,,-2",
                 // Initialisations by name, each at every dimension it was simulated at.
-                "0.5,m,simulation,100,lora,3,0.25,8,4",
-                "1.5,m,simulation,400,lora,5,0.25,8,4",
-                "1.5,m,simulation,400,teacher,3.75,0.25,8,-1",
+                "0.5,m,simulation,100,lora,3,0.25,8,,4",
+                "1.5,m,simulation,400,lora,5,0.25,8,,4",
+                "1.5,m,simulation,400,teacher,3.75,0.25,8,,-1",
             ]
         );
         // The best run's rows are those of a comparison without initialisations.
