@@ -84,7 +84,7 @@ fn compare_reports_the_best_run_and_every_initialisation() {
     assert!(stdout.lines().any(|l| l.starts_with("m ") && l.contains(" 40  init random ")), "{stdout}");
 
     let csv = std::fs::read_to_string(dir.join("comparison.csv")).unwrap();
-    assert!(csv.starts_with("alpha,observable,source,dimension,run,value,sem,seeds,deviation_in_sem\n"), "{csv}");
+    assert!(csv.starts_with("alpha,observable,source,dimension,run,value,sem,seeds,theory_error,deviation_in_sem\n"), "{csv}");
     for series in ["20,best,", "40,best,", "20,random,", "40,random,"] {
         assert_eq!(csv.lines().filter(|l| l.contains(&format!(",m,simulation,{series}"))).count(), 2, "{series}\n{csv}");
     }

@@ -246,7 +246,7 @@ enum Reached {
 /// params, which a fixed-point iteration stops early on joining.
 fn run_solver(problem: &SaddleProblem, name: &str, start: &[f64], options: &SolverOptions, known: &[Vec<f64>]) -> Result<Reached, String> {
     let mut x0 = start.to_vec();
-    project(&mut x0, &problem.model.unknown_domains);
+    project(&mut x0, &problem.model);
     let trace = options.trace.then(|| IterationTrace { start: name.to_string(), clock: std::time::Instant::now() });
     let state = match options.method {
         Method::FixedPoint => {

@@ -18,6 +18,7 @@ use nalgebra::{DMatrix, DVector};
 
 use super::problem::SaddleProblem;
 use crate::syntax::Domain;
+use crate::types::{CheckedModel, Shape};
 
 /// argmin's view of the saddle problem: cost = Phi, gradient = grad Phi, Hessian.
 pub struct Saddle<'a>(pub &'a SaddleProblem);
@@ -65,22 +66,50 @@ fn linear_solve(a: &DMatrix<f64>, b: &DVector<f64>) -> Option<DVector<f64>> {
 /// d/dq E[f(sqrt(q) z)] become 0 * inf; at this value they are finite and equal their limit.
 pub const NONNEGATIVE_FLOOR: f64 = 1e-200;
 
-/// Keep entries inside their domains (positive quantities stay positive).
-pub fn project(x: &mut [f64], domains: &[Domain]) {
-    for (v, d) in x.iter_mut().zip(domains) {
+/// Smallest eigenvalue a `psd` matrix unknown keeps, like the floor of a positive scalar.
+const PSD_FLOOR: f64 = 1e-10;
+
+/// Keep entries inside their domains: positive quantities stay positive, and a symmetric
+/// matrix declared `psd` is moved to the nearest matrix (Frobenius norm) whose eigenvalues are
+/// at least [`PSD_FLOOR`]. Positive diagonals alone do not make a Gram matrix: an indefinite
+/// response matrix V turns a Moreau envelope into a minimisation unbounded below.
+pub fn project(x: &mut [f64], model: &CheckedModel) {
+    for (v, d) in x.iter_mut().zip(&model.unknown_domains) {
         match d {
-            Domain::Positive | Domain::Psd => *v = v.max(1e-10),
+            Domain::Positive | Domain::Psd => *v = v.max(PSD_FLOOR),
             Domain::Nonnegative => *v = v.max(NONNEGATIVE_FLOOR),
             Domain::Unit => *v = v.clamp(0.0, 1.0),
             Domain::Real | Domain::Integer => {}
         }
     }
+    for unknown in model.unknowns.iter().filter(|u| u.domain == Domain::Psd) {
+        let Shape::Matrix(n, m) = unknown.shape else { continue };
+        let symmetric = (0..n).all(|i| (0..n).all(|j| unknown.index[i * n + j] == unknown.index[j * n + i]));
+        if n != m || n < 2 || !symmetric {
+            continue;
+        }
+        let matrix = DMatrix::from_fn(n, n, |i, j| x[unknown.index[i * n + j]]);
+        if !matrix.iter().all(|v| v.is_finite()) {
+            continue;
+        }
+        let eigen = matrix.symmetric_eigen();
+        if eigen.eigenvalues.iter().all(|&l| l >= PSD_FLOOR) {
+            continue;
+        }
+        let clipped = DMatrix::from_diagonal(&eigen.eigenvalues.map(|l| l.max(PSD_FLOOR)));
+        let projected = &eigen.eigenvectors * clipped * eigen.eigenvectors.transpose();
+        for i in 0..n {
+            for j in i..n {
+                x[unknown.index[i * n + j]] = 0.5 * (projected[(i, j)] + projected[(j, i)]);
+            }
+        }
+    }
 }
 
 /// Whether every entry already lies inside its domain (projection would not move it).
-fn inside(x: &[f64], domains: &[Domain]) -> bool {
+fn inside(x: &[f64], model: &CheckedModel) -> bool {
     let mut projected = x.to_vec();
-    project(&mut projected, domains);
+    project(&mut projected, model);
     projected == x
 }
 
@@ -92,7 +121,6 @@ fn within_reach(accelerated: &[f64], plain: &[f64]) -> bool {
 /// One sweep of the alternating iteration: conjugates from dPhi/d(order) = 0, then order
 /// parameters from dPhi/d(conjugate) = 0, each mixed with weight `damping`.
 pub fn alternating_update(saddle: &SaddleProblem, x: &mut [f64], damping: f64, projected: bool) -> Result<(), Error> {
-    let domains = &saddle.model.unknown_domains;
     let gradient_orders = saddle.gradient_orders(x)?;
     let coupling = saddle.coupling(x)?;
     let g = DVector::from_iterator(saddle.orders.len(), saddle.orders.iter().map(|&i| gradient_orders[i]));
@@ -101,7 +129,7 @@ pub fn alternating_update(saddle: &SaddleProblem, x: &mut [f64], damping: f64, p
         x[i] += damping * shift[k];
     }
     if projected {
-        project(x, domains);
+        project(x, &saddle.model);
     }
     let gradient_conjugates = saddle.gradient_conjugates(x)?;
     let coupling = saddle.coupling(x)?;
@@ -111,7 +139,7 @@ pub fn alternating_update(saddle: &SaddleProblem, x: &mut [f64], damping: f64, p
         x[i] += damping * shift[k];
     }
     if projected {
-        project(x, domains);
+        project(x, &saddle.model);
     }
     Ok(())
 }
@@ -295,7 +323,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
             // singular least-squares problem and is not trusted: the plain step is taken
             // instead and the history restarts.
             match self.extrapolate() {
-                Some(accelerated) if inside(&accelerated, &saddle.model.unknown_domains) && within_reach(&accelerated, &x) => {
+                Some(accelerated) if inside(&accelerated, &saddle.model) && within_reach(&accelerated, &x) => {
                     self.fallback = Some(std::mem::replace(&mut x, accelerated));
                 }
                 Some(_) => self.history.clear(),
@@ -348,7 +376,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for Newton {
         let mut best = None;
         while t > 1e-6 {
             let mut trial: Vec<f64> = x.iter().zip(step.iter()).map(|(a, s)| a + t * s).collect();
-            project(&mut trial, &saddle.model.unknown_domains);
+            project(&mut trial, &saddle.model);
             if let Ok(g) = saddle.gradient(&trial) {
                 let norm = residual_norm(&g);
                 if norm.is_finite() && norm < (1.0 - 1e-4 * t) * start_norm {
