@@ -398,3 +398,52 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for Newton {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn model(source: &str) -> CheckedModel {
+        let file = crate::syntax::parse_model(source).unwrap_or_else(|e| panic!("{e:?}"));
+        crate::types::check_model(&file, &BTreeMap::new(), &BTreeMap::new()).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn an_indefinite_psd_matrix_is_moved_to_the_nearest_positive_semidefinite_one() {
+        let checked = model(
+            "order V : sym[2] in psd\nconjugate Vh of V\nterm t = V[1,1]*Vh[1,1] + V[1,2]*Vh[1,2] + V[2,2]*Vh[2,2]\nextremize energy\n",
+        );
+        let v = &checked.unknowns[0];
+        let entry = |x: &[f64], i: usize, j: usize| x[v.index[i * 2 + j]];
+        let mut x = vec![0.0; checked.unknown_labels.len()];
+        // [[1, 2], [2, 1]] has eigenvalues 3 and -1: the projection is [[1.5, 1.5], [1.5, 1.5]].
+        x[v.index[0]] = 1.0;
+        x[v.index[1]] = 2.0;
+        x[v.index[3]] = 1.0;
+        project(&mut x, &checked);
+        for (i, j) in [(0, 0), (0, 1), (1, 1)] {
+            assert!((entry(&x, i, j) - 1.5).abs() < 1e-9, "{x:?}");
+        }
+        // A positive definite matrix with a negative off-diagonal entry is left alone.
+        let mut y = vec![0.0; checked.unknown_labels.len()];
+        y[v.index[0]] = 2.0;
+        y[v.index[1]] = -1.0;
+        y[v.index[3]] = 2.0;
+        let before = y.clone();
+        project(&mut y, &checked);
+        assert_eq!(y, before);
+        assert!(inside(&y, &checked) && inside(&x, &checked));
+        let mut indefinite = vec![0.0; checked.unknown_labels.len()];
+        indefinite[v.index[0]] = 1.0;
+        indefinite[v.index[1]] = 2.0;
+        indefinite[v.index[3]] = 1.0;
+        assert!(!inside(&indefinite, &checked));
+    }
+
+    #[test]
+    fn far_reaching_extrapolations_are_out_of_reach() {
+        assert!(within_reach(&[1.5, -0.5], &[1.0, 0.0]));
+        assert!(!within_reach(&[2133.0], &[0.9]));
+    }
+}
