@@ -260,7 +260,15 @@ pub fn solve(
     options: &RunOptions,
     warm: &[Vec<f64>],
 ) -> Result<PointResult, ToolkitError> {
-    solve_with_exports(loaded, overrides, options, warm).map(|(result, _)| result)
+    solve_with_exports(loaded, overrides, options, warm, Stage::Main).map(|(result, _)| result)
+}
+
+/// The file being run, or a stage it imports. An imported stage contributes only its
+/// exports: its stability and solution error are never shown, so they are not computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Main,
+    Import,
 }
 
 fn solve_with_exports(
@@ -268,17 +276,12 @@ fn solve_with_exports(
     overrides: &BTreeMap<String, f64>,
     options: &RunOptions,
     warm: &[Vec<f64>],
+    stage: Stage,
 ) -> Result<(PointResult, Exports), ToolkitError> {
     let mut import_exports = BTreeMap::new();
     let mut imported_params = IndexMap::new();
-    // An imported stage contributes only its exports: its stability and solution error are
-    // never shown, so they are not computed.
-    let import_options = RunOptions {
-        solver: options.solver.iter().filter(|(key, _)| key != "solution_error").cloned().collect(),
-        stability: false,
-    };
     for (alias, imported) in &loaded.imports {
-        let (result, exports) = solve_with_exports(imported, overrides, &import_options, &[])?;
+        let (result, exports) = solve_with_exports(imported, overrides, options, &[], Stage::Import)?;
         for (k, v) in &result.params {
             imported_params.insert(k.clone(), *v);
         }
@@ -302,6 +305,10 @@ fn solve_with_exports(
             .apply(key, value)
             .map_err(|message| ToolkitError::Flag { flag: format!("--solver {key}"), message })?;
     }
+    if stage == Stage::Import {
+        solver_options.solution_error = false;
+    }
+    let stability = options.stability && stage == Stage::Main;
     let mut starts: Vec<(String, Vec<f64>)> = warm
         .iter()
         .filter(|w| w.len() == problem.dimension())
@@ -310,7 +317,7 @@ fn solve_with_exports(
         .collect();
     starts.extend(model_starts(&problem));
     let params_text = problem.model.params.iter().map(|p| format!("{} = {}", p.name, p.value)).collect::<Vec<_>>().join(", ");
-    let solution = solve_point(&problem, &starts, &solver_options, options.stability).map_err(|e| ToolkitError::Solve {
+    let solution = solve_point(&problem, &starts, &solver_options, stability).map_err(|e| ToolkitError::Solve {
         path: loaded.path.clone(),
         params: params_text,
         message: e.to_string(),

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Where the LoRA theory's gap at alpha0 = 4 (alpha1 = 2) comes from. Three checks:
+# Where the LoRA theory's gap at alpha0 = 4 (alpha1 = 2) comes from; `run.sh 2` runs the same
+# checks at alpha0 = 2 into validation/lora_alpha0_2. Three checks:
 # 1. C2 at finite d: LoRA on a synthetic frozen column with the theory's (kappa, Delta) of
 #    stage 0, against LoRA on the actually pre-trained one (validation/lora_alpha0).
 # 2. The training objective per sample of that simulation, against the theory's energy/alpha1.
@@ -8,13 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release
 toolkit=${TOOLKIT:-target/release/toolkit}
-out=validation/lora_alpha0_4
+alpha0=${1:-4}
+out=validation/lora_alpha0_$alpha0
+mkdir -p $out
 work=$(mktemp -d)
-# Stage 0 at alpha0 = 4: kappa and Delta.
-$toolkit run models/pretrain.lra --set alpha0=4 --no-stability --format json > "$work/stage0.json"
+# Stage 0 at alpha0: kappa and Delta.
+$toolkit run models/pretrain.lra --set alpha0=$alpha0 --no-stability --format json > "$work/stage0.json"
 kappa=$(python3 -c "import json; print(json.load(open('$work/stage0.json'))['observables']['kappa'])")
 Delta=$(python3 -c "import json; print(json.load(open('$work/stage0.json'))['observables']['Delta'])")
-echo "stage 0 at alpha0 = 4: kappa = $kappa, Delta = $Delta"
+echo "stage 0 at alpha0 = $alpha0: kappa = $kappa, Delta = $Delta"
 # 1 and 2: the effective-noise simulation, with the training objective per sample reported.
 sed 's/    report Quv = Q\[1, 2\]/    report Quv = Q[1, 2]\n    report train = train_loss/' \
   models/lora_effective.lra > "$work/lora_effective_train.lra"
