@@ -471,27 +471,22 @@ struct TheoryCurve {
 
 impl TheoryCurve {
     fn new(comparison: &Comparison, obs: &str) -> Self {
-        let mut points: Vec<(f64, f64)> = comparison
-            .theory
-            .iter()
-            .filter_map(|p| {
-                let (_, v) = p.values.iter().find(|(name, _)| name == obs)?;
-                (p.x.is_finite() && v.is_finite()).then_some((p.x, *v))
-            })
-            .collect();
-        let mut errors: Vec<(f64, f64)> = comparison
-            .theory
-            .iter()
-            .filter_map(|p| {
-                let (_, e) = p.errors.iter().find(|(name, _)| name == obs)?;
-                (p.x.is_finite() && e.is_finite()).then_some((p.x, *e))
-            })
-            .collect();
-        // Stable sort: among equal x the first point in input order comes first and is kept.
-        for series in [&mut points, &mut errors] {
+        // `(x, entry named obs)` of every theory point, sorted by x; stable, so among equal x
+        // the first point in input order is kept.
+        let series = |entries: fn(&TheoryPoint) -> &Vec<(String, f64)>| {
+            let mut series: Vec<(f64, f64)> = comparison
+                .theory
+                .iter()
+                .filter_map(|p| {
+                    let (_, v) = entries(p).iter().find(|(name, _)| name == obs)?;
+                    (p.x.is_finite() && v.is_finite()).then_some((p.x, *v))
+                })
+                .collect();
             series.sort_by(|a, b| a.0.total_cmp(&b.0));
             series.dedup_by(|later, earlier| later.0 == earlier.0);
-        }
+            series
+        };
+        let (points, errors) = (series(|p| &p.values), series(|p| &p.errors));
         Self { points, errors }
     }
 
