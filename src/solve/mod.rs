@@ -253,7 +253,7 @@ fn run_solver(problem: &SaddleProblem, name: &str, start: &[f64], options: &Solv
             let mut solver = FixedPoint::new(options.damping, options.tolerance, options.anderson);
             solver.known = known.to_vec();
             let (state, solver) = execute(problem, solver, x0, options.max_iter, trace)?;
-            if solver.joined.is_some() {
+            if solver.joined {
                 return Ok(Reached::Joined);
             }
             state
@@ -319,9 +319,7 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
         // Two starts that converged to one fixed point stop up to ~tol / (1 - contraction)
         // apart; a thousand solver tolerances separates them from distinct fixed points.
         let same = (1e3 * options.tolerance).max(1e-6);
-        let duplicate = fixed_points.iter().any(|f| {
-            f.unknowns.iter().zip(&x).all(|(a, b)| (a - b).abs() <= same * (1.0 + a.abs()))
-        });
+        let duplicate = fixed_points.iter().any(|f| solvers::relatively_close(&f.unknowns, &x, same));
         if duplicate {
             continue;
         }

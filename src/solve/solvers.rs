@@ -113,6 +113,12 @@ fn inside(x: &[f64], model: &CheckedModel) -> bool {
     projected == x
 }
 
+/// Whether `x` lies within relative distance `tolerance` of `reference`, entry by entry:
+/// `|x_i - reference_i| <= tolerance * (1 + |reference_i|)`.
+pub fn relatively_close(reference: &[f64], x: &[f64], tolerance: f64) -> bool {
+    reference.iter().zip(x).all(|(a, b)| (a - b).abs() <= tolerance * (1.0 + a.abs()))
+}
+
 /// Whether `accelerated` stays within one unit of scale, `1 + |x|`, of the plain image `plain`.
 fn within_reach(accelerated: &[f64], plain: &[f64]) -> bool {
     accelerated.iter().zip(plain).all(|(a, p)| (a - p).abs() <= 1.0 + p.abs())
@@ -194,10 +200,10 @@ pub struct FixedPoint {
     /// halved: a discontinuous exhaustive map can cycle without ever converging.
     best_exhaustive_change: f64,
     stalled_for: u64,
-    /// Fixed points other starts already reached at these params, and the index of the one
-    /// an exhaustive iterate came within [`JOIN_DISTANCE`] of (the start then stops early).
+    /// Fixed points other starts already reached at these params, and whether an exhaustive
+    /// iterate came within [`JOIN_DISTANCE`] of one (the start then stops early).
     pub known: Vec<Vec<f64>>,
-    pub joined: Option<usize>,
+    pub joined: bool,
 }
 
 /// Relative distance (max norm) at which an exhaustive iterate is taken to have joined a
@@ -220,7 +226,7 @@ impl FixedPoint {
             best_exhaustive_change: f64::INFINITY,
             stalled_for: 0,
             known: Vec::new(),
-            joined: None,
+            joined: false,
         }
     }
 
@@ -298,7 +304,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
             .map(|(a, b)| (a - b).abs() / (self.damping * (1.0 + b.abs())))
             .fold(0.0, f64::max);
         if exhaustive {
-            self.joined = self.known.iter().position(|k| k.iter().zip(&x).all(|(a, b)| (a - b).abs() <= JOIN_DISTANCE * (1.0 + a.abs())));
+            self.joined = self.known.iter().any(|k| relatively_close(k, &x, JOIN_DISTANCE));
         }
         if self.last_exhaustive {
             if change < 0.5 * self.best_exhaustive_change {
@@ -336,7 +342,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
     fn terminate(&mut self, state: &SaddleState) -> TerminationStatus {
         if state.get_iter() > 0 && state.get_cost() <= self.tolerance && self.last_exhaustive {
             TerminationStatus::Terminated(TerminationReason::SolverConverged)
-        } else if self.joined.is_some() {
+        } else if self.joined {
             TerminationStatus::Terminated(TerminationReason::SolverExit("joined a known fixed point".into()))
         } else if self.stalled_for >= STALL_LIMIT {
             TerminationStatus::Terminated(TerminationReason::SolverExit(format!(

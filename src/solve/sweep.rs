@@ -29,7 +29,7 @@ pub fn distinct_branches(points: &[(Vec<f64>, f64)]) -> Vec<Vec<f64>> {
     let mut kept: Vec<&(Vec<f64>, f64)> = Vec::new();
     for p in points {
         let same_branch = |(k, energy): &&(Vec<f64>, f64)| {
-            k.iter().zip(&p.0).all(|(a, b)| (a - b).abs() <= BRANCH_DISTANCE * (1.0 + a.abs()))
+            super::solvers::relatively_close(k, &p.0, BRANCH_DISTANCE)
                 || (energy - p.1).abs() <= SYMMETRIC_ENERGY * (1.0 + energy.abs())
         };
         if !kept.iter().any(same_branch) {
