@@ -216,20 +216,43 @@ pub struct Minimum {
     pub eigen: SymmetricEigen<f64, nalgebra::Dyn>,
 }
 
-/// Global minimiser in f64 over all starting points.
+/// How far an inner minimisation searches for the global minimiser at a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Search {
+    /// Newton from the cached minimiser only (where there is one): follows its basin.
+    Tracked = 0,
+    /// Every start where the last full search found a competing basin within
+    /// [`SCREEN_GAP`] of the winner (or found none yet); tracking elsewhere.
+    Screened = 1,
+    /// Every start at every node.
+    Exhaustive = 2,
+}
+
+/// Relative gap `(second-lowest - lowest) / (1 + |lowest|)` between the two lowest basins
+/// at a node's last full search below which a screened search looks again: a gap this wide
+/// does not close while the outer iterate moves by the small steps of a nearly converged
+/// iteration. A full exhaustive sweep still confirms every accepted fixed point.
+pub const SCREEN_GAP: f64 = 1e-2;
+
+/// Global minimiser in f64 over all starting points (or the tracked one, see [`Search`]).
 pub fn minimize<D: Number>(
     block: &MinimizeBlock,
     registers: &[D],
     cache: &MinimizerCache,
     node: usize,
-    exhaustive: bool,
+    search: Search,
 ) -> Result<Minimum, EvalError> {
     let k = block.variable.len();
     let mut objective = Objective::new(block, registers);
     let mut starts: Vec<Vec<f64>> = Vec::with_capacity(block.starts.len() + 2);
     let cached = cache.get(node);
     let had_cache = cached.is_some();
-    let tracking = had_cache && !exhaustive;
+    let tracking = had_cache
+        && match search {
+            Search::Tracked => true,
+            Search::Screened => cache.gap(node) > SCREEN_GAP,
+            Search::Exhaustive => false,
+        };
     if let Some(previous) = cached {
         starts.push(previous);
     }
@@ -240,6 +263,7 @@ pub fn minimize<D: Number>(
     let mut best: Option<Local> = None;
     let mut best_start = 0;
     let mut found: Vec<Vec<f64>> = Vec::new();
+    let mut found_values: Vec<f64> = Vec::new();
     for (index, start) in starts.iter().enumerate() {
         if start.iter().any(|v| !v.is_finite()) {
             continue;
@@ -249,6 +273,7 @@ pub fn minimize<D: Number>(
         };
         if local.converged {
             found.push(local.point.clone());
+            found_values.push(local.value);
         }
         // Strictly lower by a relative margin: ties keep the earlier (warm) start, so the
         // chosen branch does not flicker between equal minima.
@@ -265,6 +290,16 @@ pub fn minimize<D: Number>(
         cache.count_switch();
     }
     let best = best.ok_or_else(|| EvalError::new("inner minimisation: the objective is not finite at any starting point"))?;
+    if !tracking {
+        // Runs that stopped next to the winner without the merge test are the same basin.
+        let runner_up = found
+            .iter()
+            .zip(&found_values)
+            .filter(|(point, _)| !close(point, &best.point))
+            .map(|(_, v)| *v)
+            .fold(f64::INFINITY, f64::min);
+        cache.set_gap(node, (runner_up - best.value) / (1.0 + best.value.abs()));
+    }
     if best.point.iter().any(|v| v.abs() > 1e8) {
         return Err(EvalError::new(format!("inner minimisation: the objective looks unbounded below (h = {:?}, value {:.3e})", best.point, best.value)));
     }

@@ -13,6 +13,7 @@ pub mod tape;
 
 use num_dual::DualNum;
 
+pub use inner::Search;
 pub use tape::Evaluator;
 
 /// The number types a program runs on.

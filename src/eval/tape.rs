@@ -4,13 +4,13 @@
 //! implicit-function theorem (see `inner`).
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use num_dual::DualNum;
 use rayon::prelude::*;
 
-use super::inner;
+use super::inner::{self, Search};
 use super::nodes::{self, NodeTable};
 use super::{linalg, special, EvalError, Number};
 use crate::ir::*;
@@ -22,6 +22,9 @@ const PARALLEL_CHUNK: usize = 512;
 pub struct MinimizerCache {
     pub dimension: usize,
     values: Vec<AtomicU64>,
+    /// Relative gap between the two lowest basins at each node's last full search (NaN
+    /// before the first; infinite where only one basin was found).
+    gaps: Vec<AtomicU64>,
     /// Exhaustive searches whose global minimiser is not the one tracked from the cache.
     switches: AtomicU64,
 }
@@ -31,6 +34,7 @@ impl MinimizerCache {
         MinimizerCache {
             dimension,
             values: (0..dimension * nodes).map(|_| AtomicU64::new(f64::NAN.to_bits())).collect(),
+            gaps: (0..nodes).map(|_| AtomicU64::new(f64::NAN.to_bits())).collect(),
             switches: AtomicU64::new(0),
         }
     }
@@ -46,6 +50,15 @@ impl MinimizerCache {
         let slice = self.values.get(start..start + self.dimension)?;
         let values: Vec<f64> = slice.iter().map(|v| f64::from_bits(v.load(Ordering::Relaxed))).collect();
         values.iter().all(|v| v.is_finite()).then_some(values)
+    }
+    /// The node's basin gap (NaN if never searched, which compares as not wide).
+    pub fn gap(&self, node: usize) -> f64 {
+        self.gaps.get(node).map_or(f64::NAN, |g| f64::from_bits(g.load(Ordering::Relaxed)))
+    }
+    pub fn set_gap(&self, node: usize, gap: f64) {
+        if let Some(cell) = self.gaps.get(node) {
+            cell.store(gap.to_bits(), Ordering::Relaxed);
+        }
     }
     pub fn set(&self, node: usize, minimizer: &[f64]) {
         let start = node * self.dimension;
@@ -64,9 +77,9 @@ pub struct Evaluator {
     pub tables: Vec<Option<NodeTable>>,
     /// Shared by evaluators of slices of one program: a slice keeps the block ids.
     pub caches: Arc<Vec<MinimizerCache>>,
-    /// When false, inner minimisations start only from the cached minimiser where there is
-    /// one (cheap tracking between exhaustive sweeps); when true, from every start.
-    exhaustive: AtomicBool,
+    /// How inner minimisations search (an `inner::Search` as u8): tracking the cached
+    /// minimisers between exhaustive sweeps is several times cheaper.
+    search: AtomicU8,
 }
 
 impl Evaluator {
@@ -74,7 +87,7 @@ impl Evaluator {
         let mut tables: Vec<Option<NodeTable>> = vec![None; program.expect_count];
         collect_tables(&program.instrs, &mut tables, &|block| nodes::build(&block.components, block.rule));
         let caches = Arc::new(program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect());
-        Evaluator { program, tables, caches, exhaustive: AtomicBool::new(true) }
+        Evaluator { program, tables, caches, search: AtomicU8::new(Search::Exhaustive as u8) }
     }
 
     /// An evaluator of `program`, a slice of `whole`'s program, that shares `whole`'s
@@ -85,15 +98,19 @@ impl Evaluator {
         collect_tables(&program.instrs, &mut tables, &|block| {
             whole.tables[block.id].clone().unwrap_or_else(|| nodes::build(&block.components, block.rule))
         });
-        Evaluator { program, tables, caches: Arc::clone(&whole.caches), exhaustive: AtomicBool::new(true) }
+        Evaluator { program, tables, caches: Arc::clone(&whole.caches), search: AtomicU8::new(Search::Exhaustive as u8) }
     }
 
-    pub fn set_exhaustive(&self, exhaustive: bool) {
-        self.exhaustive.store(exhaustive, Ordering::Relaxed);
+    pub fn set_search(&self, search: Search) {
+        self.search.store(search as u8, Ordering::Relaxed);
     }
 
-    pub fn is_exhaustive(&self) -> bool {
-        self.exhaustive.load(Ordering::Relaxed)
+    pub fn search(&self) -> Search {
+        match self.search.load(Ordering::Relaxed) {
+            0 => Search::Tracked,
+            1 => Search::Screened,
+            _ => Search::Exhaustive,
+        }
     }
 
     /// Inner minimisations that an exhaustive search moved to another basin (or that had no
@@ -167,7 +184,7 @@ impl Evaluator {
 
     fn minimize<D: Number>(&self, block: &MinimizeBlock, registers: &mut [D], node: usize) -> Result<(), EvalError> {
         let cache = &self.caches[block.id];
-        let minimizer = inner::minimize(block, registers, cache, node, self.exhaustive.load(Ordering::Relaxed))?;
+        let minimizer = inner::minimize(block, registers, cache, node, self.search())?;
         // Only the minimum value at first order: the envelope theorem at the Newton-corrected
         // minimiser replaces the implicit-function lift (see `inner::newton_corrected`).
         let lifted = if D::NDERIV == 1 && block.dst_argument.is_none() {
@@ -197,7 +214,7 @@ impl Evaluator {
         let tables = self.restricted_tables(group);
         let caches =
             Arc::new(self.program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect());
-        Evaluator { program: self.program.clone(), tables, caches, exhaustive: AtomicBool::new(true) }
+        Evaluator { program: self.program.clone(), tables, caches, search: AtomicU8::new(Search::Exhaustive as u8) }
     }
 
     /// The node tables with every multi-scramble rule cut down to scramble `group`, reweighted

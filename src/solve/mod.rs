@@ -12,6 +12,7 @@ pub mod sweep;
 use argmin::core::{Executor, State, TerminationReason, TerminationStatus};
 use serde::Serialize;
 
+use crate::eval::Search;
 use crate::syntax::{Objective, Setting, SettingValue};
 use crate::types::{Role, Shape};
 pub use problem::SaddleProblem;
@@ -294,9 +295,9 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
         };
         // The solver's last sweep was exhaustive at a point within its tolerance of x: the
         // cached minimisers are the global ones, so tracking them is exact and cheaper.
-        problem.set_exhaustive(false);
+        problem.set_search(Search::Tracked);
         let check = problem.gradient(&x).and_then(|g| Ok((g, problem.energy(&x)?)));
-        problem.set_exhaustive(true);
+        problem.set_search(Search::Exhaustive);
         let (gradient, energy) = match check {
             Ok(found) => found,
             Err(e) => {

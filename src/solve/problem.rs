@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use nalgebra::{DMatrix, SVector, U1};
 use num_dual::{DualSVec64, HyperDualVec};
 
-use crate::eval::{EvalError, Evaluator, Number};
+use crate::eval::{EvalError, Evaluator, Number, Search};
 use crate::ir::{reads_writes, Program, Slot};
 use crate::types::{CheckedModel, Role, Shape};
 
@@ -35,7 +35,7 @@ pub struct SaddleProblem {
 
 struct GradientMemo {
     orders: Vec<f64>,
-    exhaustive: bool,
+    search: Search,
     gradient: Vec<f64>,
 }
 
@@ -88,11 +88,10 @@ impl SaddleProblem {
         self.energy.scramble_groups()
     }
 
-    /// Exhaustive inner minimisation (every start at every node) or tracking of the cached
-    /// minimisers; see `eval::tape::Evaluator::set_exhaustive`.
-    pub fn set_exhaustive(&self, exhaustive: bool) {
+    /// How inner minimisations search for global minimisers; see `eval::Search`.
+    pub fn set_search(&self, search: Search) {
         for evaluator in [&self.energy, &self.observe, &self.order_only_slice, &self.conjugate_slice, &self.coupling_slice] {
-            evaluator.set_exhaustive(exhaustive);
+            evaluator.set_search(search);
         }
     }
 
@@ -102,8 +101,8 @@ impl SaddleProblem {
         self.energy.take_basin_switches()
     }
 
-    pub fn is_exhaustive(&self) -> bool {
-        self.energy.is_exhaustive()
+    pub fn search(&self) -> Search {
+        self.energy.search()
     }
 
     pub fn dimension(&self) -> usize {
@@ -199,18 +198,18 @@ impl SaddleProblem {
     }
 
     /// The order gradient of the terms free of conjugates, memoised on the order values: a
-    /// tracked evaluation after an exhaustive one at the same point gives the same result.
+    /// narrower search after a wider one at the same point gives the same result.
     fn gradient_order_only(&self, x: &[f64]) -> Result<Vec<f64>, EvalError> {
         let orders: Vec<f64> = self.orders.iter().map(|&i| x[i]).collect();
-        let exhaustive = self.is_exhaustive();
+        let search = self.search();
         let mut memo = self.order_only_memo.lock().expect("memo lock");
         if let Some(m) = memo.as_ref() {
-            if m.orders == orders && (m.exhaustive || !exhaustive) {
+            if m.orders == orders && m.search >= search {
                 return Ok(m.gradient.clone());
             }
         }
         let gradient = self.gradient_on(&self.order_only_slice, x, &self.orders)?;
-        *memo = Some(GradientMemo { orders, exhaustive, gradient: gradient.clone() });
+        *memo = Some(GradientMemo { orders, search, gradient: gradient.clone() });
         Ok(gradient)
     }
 
@@ -344,3 +343,50 @@ fn slice(program: &Program, outputs: &[Slot]) -> Program {
     Program { instrs: kept, ..program.clone() }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A tilted double well at each of 8 Gauss-Hermite nodes: the well on the side of `c u`
+    /// is lower by about `2 abs(c u)`, so the sign of `c` decides every node's basin and the
+    /// nodes nearest u = 0 have the closest basins.
+    fn double_wells() -> SaddleProblem {
+        let source = "order c\nconjugate ch of c\n\
+            term wells = c*ch + E[u ~ N(0, 1); hermite(8)] { min h in R from (-1, 1) { (h^2 - 1)^2 - c*u*h } }\n\
+            extremize energy\n";
+        let file = crate::syntax::parse_model(source).unwrap_or_else(|e| panic!("{e:?}"));
+        let model = crate::types::check_model(&file, &BTreeMap::new(), &BTreeMap::new()).unwrap_or_else(|e| panic!("{e:?}"));
+        SaddleProblem::new(model)
+    }
+
+    #[test]
+    fn a_screened_sweep_searches_only_the_nodes_whose_basins_were_close() {
+        let problem = double_wells();
+        let at = |c: f64| {
+            let mut x = vec![0.0; problem.dimension()];
+            x[problem.orders[0]] = c;
+            x
+        };
+        // c = 0.005: the relative gaps are about 0.005, 0.016, 0.028 and 0.041 (two nodes
+        // each); only the innermost pair lies within the screening gap.
+        problem.set_search(Search::Exhaustive);
+        problem.energy(&at(0.005)).unwrap();
+        assert_eq!(problem.take_basin_switches(), 8, "a first search finds every node's basin");
+        // Flipping the tilt makes the other well lowest at every node.
+        problem.set_search(Search::Tracked);
+        problem.energy(&at(-0.005)).unwrap();
+        assert_eq!(problem.take_basin_switches(), 0, "tracking never searches");
+        problem.set_search(Search::Screened);
+        problem.energy(&at(-0.005)).unwrap();
+        assert_eq!(problem.take_basin_switches(), 2, "screening searches the close pair only");
+        problem.set_search(Search::Exhaustive);
+        let exhaustive = problem.energy(&at(-0.005)).unwrap().total;
+        assert_eq!(problem.take_basin_switches(), 6, "the full search moves the other six");
+        // With every node in its lowest basin, a screened sweep agrees with the full one.
+        problem.set_search(Search::Screened);
+        assert_eq!(problem.energy(&at(-0.005)).unwrap().total, exhaustive);
+        assert_eq!(problem.take_basin_switches(), 0);
+    }
+}

@@ -17,6 +17,7 @@ use argmin::core::{
 use nalgebra::{DMatrix, DVector};
 
 use super::problem::SaddleProblem;
+use crate::eval::Search;
 use crate::syntax::Domain;
 use crate::types::{CheckedModel, Shape};
 
@@ -155,9 +156,9 @@ pub fn alternating_update(saddle: &SaddleProblem, x: &mut [f64], damping: f64, p
 /// reliable where an unknown sits on its domain boundary). Steps point into the domain.
 pub fn iteration_spectral_radius(saddle: &SaddleProblem, x: &[f64]) -> Result<f64, Error> {
     // Perturbations are tiny: inner minimisers are tracked from the cache.
-    saddle.set_exhaustive(false);
+    saddle.set_search(Search::Tracked);
     let radius = spectral_radius_tracked(saddle, x);
-    saddle.set_exhaustive(true);
+    saddle.set_search(Search::Exhaustive);
     radius
 }
 
@@ -184,9 +185,12 @@ fn spectral_radius_tracked(saddle: &SaddleProblem, x: &[f64]) -> Result<f64, Err
 pub struct FixedPoint {
     pub damping: f64,
     pub tolerance: f64,
-    /// Set once the iteration is close to a fixed point: from then on every sweep searches
-    /// inner minimisers from every start.
-    pub last_exhaustive: bool,
+    /// Set once the tracked iteration has converged: from then on every sweep searches inner
+    /// minimisers beyond the tracked basins (screened, and exhaustive to confirm).
+    pub searching: bool,
+    /// Whether the last sweep searched every start at every node: only such a sweep can
+    /// confirm a fixed point.
+    last_full: bool,
     /// Anderson acceleration depth (0: plain damped iteration).
     pub memory: usize,
     /// Whether exhaustive sweeps still run every 8 iterations.
@@ -196,7 +200,7 @@ pub struct FixedPoint {
     /// The plain damped image behind the current (extrapolated) iterate: where to continue
     /// if the extrapolation left the region where the free energy can be evaluated.
     fallback: Option<Vec<f64>>,
-    /// Smallest change since every sweep became exhaustive, and the iterations since it last
+    /// Smallest change since every sweep began to search, and the iterations since it last
     /// halved: a discontinuous exhaustive map can cycle without ever converging.
     best_exhaustive_change: f64,
     stalled_for: u64,
@@ -206,7 +210,7 @@ pub struct FixedPoint {
     pub joined: bool,
 }
 
-/// Relative distance (max norm) at which an exhaustive iterate is taken to have joined a
+/// Relative distance (max norm) at which a searched iterate is taken to have joined a
 /// known fixed point: far below the spacing of distinct fixed points, far above the tolerance.
 pub const JOIN_DISTANCE: f64 = 1e-4;
 
@@ -218,7 +222,8 @@ impl FixedPoint {
         FixedPoint {
             damping,
             tolerance,
-            last_exhaustive: false,
+            searching: false,
+            last_full: false,
             memory,
             periodic: true,
             history: Vec::new(),
@@ -267,14 +272,25 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
         let mut x = state.get_param().ok_or_else(|| Error::msg("no starting point"))?.clone();
         let mut previous = x.clone();
         // Inner minimisers are tracked from the cache (several times cheaper) and searched
-        // from every start periodically; once the tracked iteration has converged, every
-        // further sweep is exhaustive, so the accepted fixed point is one of the exhaustive
-        // map (a tracked minimiser can sit in a basin that is no longer the lowest).
-        if state.get_cost() <= self.tolerance {
-            self.last_exhaustive = true;
+        // from every start periodically. Once the tracked iteration has converged, every
+        // further sweep searches: screened (every start only at nodes where a competing basin
+        // was close) while the iterate still moves, exhaustive once it has settled, so the
+        // accepted fixed point is one of the exhaustive map (a tracked minimiser can sit in a
+        // basin that is no longer the lowest).
+        let settled = state.get_cost() <= self.tolerance;
+        if settled {
+            self.searching = true;
         }
-        let exhaustive = self.last_exhaustive || (self.periodic && state.get_iter() % 8 == 0);
-        saddle.set_exhaustive(exhaustive);
+        let search = if self.searching {
+            if settled { Search::Exhaustive } else { Search::Screened }
+        } else if self.periodic && state.get_iter() % 8 == 0 {
+            Search::Exhaustive
+        } else {
+            Search::Tracked
+        };
+        let exhaustive = search != Search::Tracked;
+        self.last_full = search == Search::Exhaustive;
+        saddle.set_search(search);
         saddle.take_basin_switches();
         let mut updated = alternating_update(saddle, &mut x, self.damping, true);
         // An extrapolated iterate may leave the domain where the energy is defined (a Gram
@@ -285,7 +301,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
             previous = plain;
             updated = alternating_update(saddle, &mut x, self.damping, true);
         }
-        saddle.set_exhaustive(true);
+        saddle.set_search(Search::Exhaustive);
         // Periodic exhaustive sweeps catch minimisers that tracking left in a basin that is
         // no longer the lowest; once one (after the first) finds none, tracking is exact here
         // and only the final confirming sweep remains.
@@ -306,7 +322,10 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
         if exhaustive {
             self.joined = self.known.iter().any(|k| relatively_close(k, &x, JOIN_DISTANCE));
         }
-        if self.last_exhaustive {
+        // A screened sweep that settled only asks for confirmation: progress is measured by
+        // the confirming exhaustive sweep.
+        let awaits_confirmation = search == Search::Screened && change <= self.tolerance;
+        if self.searching && !awaits_confirmation {
             if change < 0.5 * self.best_exhaustive_change {
                 self.best_exhaustive_change = change;
                 self.stalled_for = 0;
@@ -340,7 +359,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
     }
 
     fn terminate(&mut self, state: &SaddleState) -> TerminationStatus {
-        if state.get_iter() > 0 && state.get_cost() <= self.tolerance && self.last_exhaustive {
+        if state.get_iter() > 0 && state.get_cost() <= self.tolerance && self.last_full {
             TerminationStatus::Terminated(TerminationReason::SolverConverged)
         } else if self.joined {
             TerminationStatus::Terminated(TerminationReason::SolverExit("joined a known fixed point".into()))
