@@ -7,6 +7,10 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, Criterion};
 use toolkit::pipeline::{self, RunOptions};
 
+// The binary's allocator, so the medians are what `toolkit run` takes.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn solve_models(c: &mut Criterion) {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let mut group = c.benchmark_group("solve");
