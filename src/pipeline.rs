@@ -271,6 +271,45 @@ enum Stage {
     Import,
 }
 
+/// The options an imported stage runs with: every unprefixed solver setting, then those
+/// prefixed with the import's alias (`stage0.damping`), prefix removed, so they override.
+fn import_options(options: &RunOptions, alias: &str) -> RunOptions {
+    let prefix = format!("{alias}.");
+    let shared = options.solver.iter().filter(|(key, _)| !key.contains('.')).cloned();
+    let own = options.solver.iter().filter_map(|(key, value)| key.strip_prefix(&prefix).map(|rest| (rest.to_string(), value.clone())));
+    RunOptions { solver: shared.chain(own).collect(), stability: options.stability }
+}
+
+/// Prefix of solver settings for the file being run alone, not its imports.
+const MAIN_STAGE: &str = "main";
+
+/// Every `ALIAS.KEY` solver setting names an import of this model (or, for the file being
+/// run, is `main.KEY`).
+fn check_stage_prefixes(loaded: &LoadedModel, options: &RunOptions, stage: Stage) -> Result<(), ToolkitError> {
+    for (key, _) in &options.solver {
+        let Some((alias, _)) = key.split_once('.') else { continue };
+        let is_import = loaded.imports.iter().any(|(a, _)| a == alias);
+        if stage == Stage::Main && alias == MAIN_STAGE {
+            if is_import {
+                return Err(ToolkitError::Flag {
+                    flag: format!("--solver {key}"),
+                    message: format!("`{}` imports a model as `{MAIN_STAGE}`, so `{MAIN_STAGE}.` is ambiguous: rename the import", loaded.path.display()),
+                });
+            }
+            continue;
+        }
+        if !is_import {
+            let aliases: Vec<&str> = loaded.imports.iter().map(|(a, _)| a.as_str()).collect();
+            let known = if aliases.is_empty() { "it imports nothing".to_string() } else { format!("imports: {}", aliases.join(", ")) };
+            return Err(ToolkitError::Flag {
+                flag: format!("--solver {key}"),
+                message: format!("`{}` has no import named `{alias}` ({known})", loaded.path.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn solve_with_exports(
     loaded: &LoadedModel,
     overrides: &BTreeMap<String, f64>,
@@ -280,8 +319,20 @@ fn solve_with_exports(
 ) -> Result<(PointResult, Exports), ToolkitError> {
     let mut import_exports = BTreeMap::new();
     let mut imported_params = IndexMap::new();
+    check_stage_prefixes(loaded, options, stage)?;
     for (alias, imported) in &loaded.imports {
-        let (result, exports) = solve_with_exports(imported, overrides, options, &[], Stage::Import)?;
+        let (result, exports) = solve_with_exports(imported, overrides, &import_options(options, alias), &[], Stage::Import)
+            .map_err(|error| match error {
+                // A bad setting given with this import's prefix is named as the user wrote it.
+                ToolkitError::Flag { flag, message } => {
+                    let prefixed = flag.strip_prefix("--solver ").map(|key| format!("{alias}.{key}"));
+                    match prefixed {
+                        Some(key) if options.solver.iter().any(|(k, _)| *k == key) => ToolkitError::Flag { flag: format!("--solver {key}"), message },
+                        _ => ToolkitError::Flag { flag, message },
+                    }
+                }
+                other => other,
+            })?;
         for (k, v) in &result.params {
             imported_params.insert(k.clone(), *v);
         }
@@ -300,10 +351,18 @@ fn solve_with_exports(
             errors: errors.into_iter().map(|(s, m)| TypeError::new(s.span, m)).collect(),
         })?
     };
-    for (key, value) in &options.solver {
+    // Unprefixed settings apply to every stage, then `main.KEY` to the file being run only.
+    let main_prefix = format!("{MAIN_STAGE}.");
+    let shared = options.solver.iter().filter(|(key, _)| !key.contains('.')).map(|(key, value)| (key.as_str(), key, value));
+    let main_only = options
+        .solver
+        .iter()
+        .filter(|_| stage == Stage::Main)
+        .filter_map(|(key, value)| key.strip_prefix(&main_prefix).map(|rest| (rest, key, value)));
+    for (key, flag_key, value) in shared.chain(main_only) {
         solver_options
             .apply(key, value)
-            .map_err(|message| ToolkitError::Flag { flag: format!("--solver {key}"), message })?;
+            .map_err(|message| ToolkitError::Flag { flag: format!("--solver {flag_key}"), message })?;
     }
     if stage == Stage::Import {
         solver_options.solution_error = false;

@@ -39,6 +39,25 @@ fn a_solver_that_does_not_converge_says_so() {
 }
 
 #[test]
+fn a_solver_setting_prefixed_with_a_stage_applies_to_that_stage_only() {
+    // `stage0.` reaches the imported pre-training and nothing else: it fails, named by its file.
+    let (ok, _, stderr) = toolkit(&["run", "models/lora.lra", "--no-stability", "--solver", "stage0.max_iter=1"]);
+    assert!(!ok);
+    assert!(stderr.contains("models/pretrain.lra") && stderr.contains("no convergence after 1 iterations"), "{stderr}");
+    // `main.` reaches the file being run only: pre-training converges, fine-tuning does not.
+    let (ok, _, stderr) = toolkit(&["run", "models/lora.lra", "--no-stability", "--solver", "main.max_iter=1"]);
+    assert!(!ok);
+    assert!(stderr.contains("`models/lora.lra` (") && !stderr.contains("`models/pretrain.lra` ("), "{stderr}");
+    // A prefix that names no import, and a bad key behind a good prefix, name the flag.
+    let (ok, _, stderr) = toolkit(&["run", "models/lora.lra", "--solver", "stag0.damping=0.5"]);
+    assert!(!ok);
+    assert!(stderr.contains("--solver stag0.damping") && stderr.contains("imports: stage0"), "{stderr}");
+    let (ok, _, stderr) = toolkit(&["run", "models/lora.lra", "--solver", "stage0.dampnig=0.5"]);
+    assert!(!ok);
+    assert!(stderr.contains("--solver stage0.dampnig") && stderr.contains("unknown solver setting"), "{stderr}");
+}
+
+#[test]
 fn run_prints_json_with_the_documented_keys() {
     let (ok, stdout, stderr) = toolkit(&["run", "models/ridge.lra", "--format", "json"]);
     assert!(ok, "{stderr}");
