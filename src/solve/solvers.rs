@@ -288,7 +288,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
         } else {
             Search::Tracked
         };
-        let exhaustive = search != Search::Tracked;
+        let searched = search != Search::Tracked;
         self.last_full = search == Search::Exhaustive;
         saddle.set_search(search);
         saddle.take_basin_switches();
@@ -306,7 +306,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
         // no longer the lowest; once one (after the first) finds none, tracking is exact here
         // and only the final confirming sweep remains.
         let switches = saddle.take_basin_switches();
-        if exhaustive && state.get_iter() > 0 {
+        if searched && state.get_iter() > 0 {
             self.periodic = switches > 0;
         }
         updated?;
@@ -319,7 +319,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
             .zip(&previous)
             .map(|(a, b)| (a - b).abs() / (self.damping * (1.0 + b.abs())))
             .fold(0.0, f64::max);
-        if exhaustive {
+        if searched {
             self.joined = self.known.iter().any(|k| relatively_close(k, &x, JOIN_DISTANCE));
         }
         // A screened sweep that settled only asks for confirmation: progress is measured by
