@@ -11,7 +11,8 @@ use crate::pipeline::ToolkitError;
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
-    let before = &source[..source.floor_char_boundary(offset)];
+    let boundary = (0..=offset).rev().find(|&i| source.is_char_boundary(i)).unwrap_or(0);
+    let before = &source[..boundary];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
     (line, column)

@@ -27,10 +27,10 @@ fn fine_tuning_predictions_at_three_points() {
         let point = chained(index);
         let summary = serde_json::json!({
             "params": point.params,
-            "eps1": observable(&point, "eps1"),
-            "gamma": observable(&point, "gamma"),
-            "kappa0": observable(&point, "kappa0"),
-            "Delta0": observable(&point, "Delta0"),
+            "eps1": observable(point, "eps1"),
+            "gamma": observable(point, "gamma"),
+            "kappa0": observable(point, "kappa0"),
+            "Delta0": observable(point, "Delta0"),
         });
         insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
             insta::assert_yaml_snapshot!(format!("lora__{name}"), rounded(summary, 5));

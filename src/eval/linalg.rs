@@ -82,7 +82,7 @@ pub fn inverse<D: DualNum<Primitive = f64> + Copy>(m: &[D], n: usize) -> Option<
                 let update = a[i * n + k] * x[k];
                 x[i] -= update;
             }
-            x[i] = x[i] / a[i * n + i];
+            x[i] /= a[i * n + i];
         }
         for i in 0..n {
             inverse[i * n + column] = x[i];

@@ -283,7 +283,7 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
         }
         let search = if self.searching {
             if settled { Search::Exhaustive } else { Search::Screened }
-        } else if self.periodic && state.get_iter() % 8 == 0 {
+        } else if self.periodic && state.get_iter().is_multiple_of(8) {
             Search::Exhaustive
         } else {
             Search::Tracked

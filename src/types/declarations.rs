@@ -192,7 +192,6 @@ fn free_names(expr: &Expr, decls: &Declarations, out: &mut BTreeSet<String>, vis
         ExprKind::Var(ident) => {
             out.insert(ident.name.clone());
             // Through lets, guarding against cycles (reported by the lowering).
-            drop(visit);
             if let Some(decl) = decls.lets.get(&ident.name) {
                 if visiting.insert(ident.name.clone()) {
                     free_names(&decl.value, decls, out, visiting);
@@ -208,7 +207,6 @@ fn free_names(expr: &Expr, decls: &Declarations, out: &mut BTreeSet<String>, vis
             for a in args {
                 visit(a, out);
             }
-            drop(visit);
             if let Some(decl) = decls.functions.get(&name.name) {
                 if visiting.insert(format!("fn {}", name.name)) {
                     free_names(&decl.body, decls, out, visiting);
