@@ -260,7 +260,7 @@ pub fn solve(
     options: &RunOptions,
     warm: &[Vec<f64>],
 ) -> Result<PointResult, ToolkitError> {
-    solve_with_exports(loaded, overrides, options, warm, Stage::Main).map(|(result, _)| result)
+    solve_with_exports(loaded, overrides, options, warm, Stage::Main, &format!("{MAIN_STAGE}.")).map(|(result, _)| result)
 }
 
 /// The file being run, or a stage it imports. An imported stage contributes only its
@@ -271,40 +271,46 @@ enum Stage {
     Import,
 }
 
-/// The options an imported stage runs with: every unprefixed solver setting, then those
-/// prefixed with the import's alias (`stage0.damping`), prefix removed, so they override.
-fn import_options(options: &RunOptions, alias: &str) -> RunOptions {
-    let prefix = format!("{alias}.");
-    let shared = options.solver.iter().filter(|(key, _)| !key.contains('.')).cloned();
-    let own = options.solver.iter().filter_map(|(key, value)| key.strip_prefix(&prefix).map(|rest| (rest.to_string(), value.clone())));
-    RunOptions { solver: shared.chain(own).collect(), stability: options.stability }
-}
-
 /// Prefix of solver settings for the file being run alone, not its imports.
 const MAIN_STAGE: &str = "main";
 
-/// Every `ALIAS.KEY` solver setting names an import of this model (or, for the file being
-/// run, is `main.KEY`).
-fn check_stage_prefixes(loaded: &LoadedModel, options: &RunOptions, stage: Stage) -> Result<(), ToolkitError> {
+/// The solver settings a stage applies, as (key, key as the user wrote it, value): every
+/// unprefixed one, then those behind the stage's own prefix (`main.` for the file being
+/// run, `stage0.` or `stage0.inner.` for imports), which therefore override.
+fn stage_settings<'a>(options: &'a RunOptions, own_prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str, &'a crate::syntax::SettingValue)> {
+    let shared = options.solver.iter().filter(|(key, _)| !key.contains('.')).map(|(key, value)| (key.as_str(), key.as_str(), value));
+    let own = options.solver.iter().filter_map(move |(key, value)| {
+        key.strip_prefix(own_prefix).filter(|rest| !rest.contains('.')).map(|rest| (rest, key.as_str(), value))
+    });
+    shared.chain(own)
+}
+
+/// Every prefixed solver setting is `main.KEY` or names a chain of imports (`stage0.KEY`,
+/// `stage0.inner.KEY`).
+fn check_stage_prefixes(loaded: &LoadedModel, options: &RunOptions) -> Result<(), ToolkitError> {
+    let flag_error = |key: &str, message: String| ToolkitError::Flag { flag: format!("--solver {key}"), message };
     for (key, _) in &options.solver {
-        let Some((alias, _)) = key.split_once('.') else { continue };
-        let is_import = loaded.imports.iter().any(|(a, _)| a == alias);
-        if stage == Stage::Main && alias == MAIN_STAGE {
-            if is_import {
-                return Err(ToolkitError::Flag {
-                    flag: format!("--solver {key}"),
-                    message: format!("`{}` imports a model as `{MAIN_STAGE}`, so `{MAIN_STAGE}.` is ambiguous: rename the import", loaded.path.display()),
-                });
+        let mut segments: Vec<&str> = key.split('.').collect();
+        segments.pop();
+        if segments.is_empty() {
+            continue;
+        }
+        let names_import = |model: &LoadedModel, alias: &str| model.imports.iter().any(|(a, _)| a == alias);
+        if segments == [MAIN_STAGE] {
+            if names_import(loaded, MAIN_STAGE) {
+                let message = format!("`{}` imports a model as `{MAIN_STAGE}`, so `{MAIN_STAGE}.` is ambiguous: rename the import", loaded.path.display());
+                return Err(flag_error(key, message));
             }
             continue;
         }
-        if !is_import {
-            let aliases: Vec<&str> = loaded.imports.iter().map(|(a, _)| a.as_str()).collect();
-            let known = if aliases.is_empty() { "it imports nothing".to_string() } else { format!("imports: {}", aliases.join(", ")) };
-            return Err(ToolkitError::Flag {
-                flag: format!("--solver {key}"),
-                message: format!("`{}` has no import named `{alias}` ({known})", loaded.path.display()),
-            });
+        let mut model = loaded;
+        for alias in segments {
+            let Some((_, imported)) = model.imports.iter().find(|(a, _)| a == alias) else {
+                let aliases: Vec<&str> = model.imports.iter().map(|(a, _)| a.as_str()).collect();
+                let known = if aliases.is_empty() { "it imports nothing".to_string() } else { format!("imports: {}", aliases.join(", ")) };
+                return Err(flag_error(key, format!("`{}` has no import named `{alias}` ({known})", model.path.display())));
+            };
+            model = imported;
         }
     }
     Ok(())
@@ -316,23 +322,19 @@ fn solve_with_exports(
     options: &RunOptions,
     warm: &[Vec<f64>],
     stage: Stage,
+    own_prefix: &str,
 ) -> Result<(PointResult, Exports), ToolkitError> {
     let mut import_exports = BTreeMap::new();
     let mut imported_params = IndexMap::new();
-    check_stage_prefixes(loaded, options, stage)?;
+    if stage == Stage::Main {
+        check_stage_prefixes(loaded, options)?;
+    }
     for (alias, imported) in &loaded.imports {
-        let (result, exports) = solve_with_exports(imported, overrides, &import_options(options, alias), &[], Stage::Import)
-            .map_err(|error| match error {
-                // A bad setting given with this import's prefix is named as the user wrote it.
-                ToolkitError::Flag { flag, message } => {
-                    let prefixed = flag.strip_prefix("--solver ").map(|key| format!("{alias}.{key}"));
-                    match prefixed {
-                        Some(key) if options.solver.iter().any(|(k, _)| *k == key) => ToolkitError::Flag { flag: format!("--solver {key}"), message },
-                        _ => ToolkitError::Flag { flag, message },
-                    }
-                }
-                other => other,
-            })?;
+        let import_prefix = match stage {
+            Stage::Main => format!("{alias}."),
+            Stage::Import => format!("{own_prefix}{alias}."),
+        };
+        let (result, exports) = solve_with_exports(imported, overrides, options, &[], Stage::Import, &import_prefix)?;
         for (k, v) in &result.params {
             imported_params.insert(k.clone(), *v);
         }
@@ -351,15 +353,7 @@ fn solve_with_exports(
             errors: errors.into_iter().map(|(s, m)| TypeError::new(s.span, m)).collect(),
         })?
     };
-    // Unprefixed settings apply to every stage, then `main.KEY` to the file being run only.
-    let main_prefix = format!("{MAIN_STAGE}.");
-    let shared = options.solver.iter().filter(|(key, _)| !key.contains('.')).map(|(key, value)| (key.as_str(), key, value));
-    let main_only = options
-        .solver
-        .iter()
-        .filter(|_| stage == Stage::Main)
-        .filter_map(|(key, value)| key.strip_prefix(&main_prefix).map(|rest| (rest, key, value)));
-    for (key, flag_key, value) in shared.chain(main_only) {
+    for (key, flag_key, value) in stage_settings(options, own_prefix) {
         solver_options
             .apply(key, value)
             .map_err(|message| ToolkitError::Flag { flag: format!("--solver {flag_key}"), message })?;
