@@ -16,6 +16,10 @@ use super::{EvalError, Number};
 use crate::ir::MinimizeBlock;
 
 const MAX_NEWTON_STEPS: usize = 100;
+/// A plain Newton step at most this long (relative to the point's scale) ends the iteration:
+/// `minimize` takes it, and quadratic convergence puts the result within ~step^2 of the
+/// minimiser.
+const FINAL_NEWTON_STEP: f64 = 1e-7;
 
 /// The f64 objective of one minimisation at fixed outer inputs.
 struct Objective<'a> {
@@ -124,15 +128,11 @@ fn second_order_passes(
     Ok((value, gradient, hessian))
 }
 
-/// Newton direction with the Hessian made positive definite (|eigenvalues|, floored).
-fn guarded_direction(gradient: &DVector<f64>, hessian: &DMatrix<f64>) -> DVector<f64> {
-    // Positive definite and well conditioned (the common case): a plain Cholesky solve.
-    if let Some(cholesky) = hessian.clone().cholesky() {
-        let diagonal_min = cholesky.l_dirty().diagonal().min();
-        let diagonal_max = cholesky.l_dirty().diagonal().max();
-        if diagonal_min > 1e-4 * diagonal_max {
-            return -cholesky.solve(gradient);
-        }
+/// Newton direction with the Hessian made positive definite (|eigenvalues|, floored), and
+/// whether the Hessian was positive definite and well conditioned (a plain Newton step).
+fn guarded_direction(gradient: &DVector<f64>, hessian: &DMatrix<f64>) -> (DVector<f64>, bool) {
+    if let Some(cholesky) = well_conditioned_cholesky(hessian) {
+        return (-cholesky.solve(gradient), true);
     }
     let eigen = SymmetricEigen::new(hessian.clone());
     let largest = eigen.eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -142,7 +142,15 @@ fn guarded_direction(gradient: &DVector<f64>, hessian: &DMatrix<f64>) -> DVector
         projected.len(),
         projected.iter().zip(eigen.eigenvalues.iter()).map(|(p, l)| -p / l.abs().max(floor)),
     );
-    &eigen.eigenvectors * scaled
+    (&eigen.eigenvectors * scaled, false)
+}
+
+/// The Cholesky factor of a positive definite Hessian whose pivots span less than four
+/// decades (the common case, where no eigendecomposition is needed).
+fn well_conditioned_cholesky(hessian: &DMatrix<f64>) -> Option<nalgebra::Cholesky<f64, nalgebra::Dyn>> {
+    let cholesky = hessian.clone().cholesky()?;
+    let diagonal = cholesky.l_dirty().diagonal();
+    (diagonal.min() > 1e-4 * diagonal.max()).then_some(cholesky)
 }
 
 struct Local {
@@ -167,9 +175,12 @@ fn newton(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) -> Resul
         if !f.is_finite() || gradient_norm <= 1e-11 * (1.0 + f.abs()) {
             return Ok(Some(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged: f.is_finite() }));
         }
-        let direction = guarded_direction(&g, &h);
+        let (direction, plain_newton) = guarded_direction(&g, &h);
         let slope = g.dot(&direction);
-        if -slope <= 1e-14 * (1.0 + f.abs()) {
+        let scale = 1.0 + x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        // Flat to rounding, or inside the quadratic basin with a step so small that the
+        // closing Newton step of `minimize` leaves an error of order step^2, below 1e-14.
+        if -slope <= 1e-14 * (1.0 + f.abs()) || (plain_newton && direction.amax() <= FINAL_NEWTON_STEP * scale) {
             return Ok(Some(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged: true }));
         }
         let mut step = 1.0;
@@ -192,7 +203,7 @@ fn newton(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) -> Resul
             return Ok(None);
         }
         let moved = step * direction.amax();
-        if moved <= 1e-15 * (1.0 + x.iter().fold(0.0f64, |m, v| m.max(v.abs()))) {
+        if moved <= 1e-15 * scale {
             break;
         }
     }
@@ -207,13 +218,13 @@ fn close(x: &[f64], p: &[f64]) -> bool {
     x.iter().zip(p).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()))
 }
 
-/// A minimiser and the objective's Hessian there (f64), with its eigendecomposition.
+/// A minimiser, and the inverse of the objective's Hessian there (f64).
 pub struct Minimum {
+    /// One Newton step past the last point where the objective was evaluated, so accurate to
+    /// second order in that point's residual gradient.
     pub point: Vec<f64>,
-    /// The objective's gradient there (zero up to the Newton tolerance).
-    pub gradient: DVector<f64>,
-    pub hessian: DMatrix<f64>,
-    pub eigen: SymmetricEigen<f64, nalgebra::Dyn>,
+    /// Inverse Hessian (the pseudo-inverse where nearly singular) at the evaluated point.
+    pub inverse_hessian: DMatrix<f64>,
 }
 
 /// How far an inner minimisation searches for the global minimiser at a node.
@@ -303,19 +314,26 @@ pub fn minimize<D: Number>(
     if best.point.iter().any(|v| v.abs() > 1e8) {
         return Err(EvalError::new(format!("inner minimisation: the objective looks unbounded below (h = {:?}, value {:.3e})", best.point, best.value)));
     }
-    let eigen = SymmetricEigen::new(best.hessian.clone());
-    let lowest_curvature = eigen.eigenvalues.min();
-    if lowest_curvature < -1e-8 * (1.0 + best.hessian.amax()) {
-        return Err(EvalError::new(format!("inner minimisation: h = {:?} is a saddle or a maximum, not a minimum", best.point)));
-    }
+    let inverse_hessian = match well_conditioned_cholesky(&best.hessian) {
+        Some(cholesky) => cholesky.inverse(),
+        None => {
+            let eigen = SymmetricEigen::new(best.hessian.clone());
+            if eigen.eigenvalues.min() < -1e-8 * (1.0 + best.hessian.amax()) {
+                return Err(EvalError::new(format!("inner minimisation: h = {:?} is a saddle or a maximum, not a minimum", best.point)));
+            }
+            pseudo_inverse(&eigen)
+        }
+    };
     if !best.converged {
         return Err(EvalError::new(format!(
             "inner minimisation did not converge: gradient norm {:.3e} at h = {:?}",
             best.gradient_norm, best.point
         )));
     }
-    cache.set(node, &best.point);
-    Ok(Minimum { point: best.point, gradient: best.gradient, hessian: best.hessian, eigen })
+    let step = &inverse_hessian * &best.gradient;
+    let point: Vec<f64> = best.point.iter().zip(step.iter()).map(|(h, s)| h - s).collect();
+    cache.set(node, &point);
+    Ok(Minimum { point, inverse_hessian })
 }
 
 /// The minimiser as a number of type D: exact first derivatives through one implicit-function step.
@@ -333,7 +351,7 @@ pub fn lift<D: Number>(block: &MinimizeBlock, registers: &[D], minimum: &Minimum
         4 => parameter_gradient::<D, 4>(block, registers, minimizer)?,
         _ => parameter_gradient_passes(block, registers, minimizer)?,
     };
-    let inverse = hessian_pseudo_inverse(minimum);
+    let inverse = &minimum.inverse_hessian;
     Ok((0..k)
         .map(|i| {
             let mut correction = D::from(0.0);
@@ -345,24 +363,14 @@ pub fn lift<D: Number>(block: &MinimizeBlock, registers: &[D], minimum: &Minimum
         .collect())
 }
 
-/// Inverse of the Hessian at the minimiser, eigenvalues below 1e-10 of the largest dropped.
-fn hessian_pseudo_inverse(minimum: &Minimum) -> DMatrix<f64> {
-    let eigen = &minimum.eigen;
+/// Inverse of a symmetric positive semi-definite matrix, eigenvalues below 1e-10 of the
+/// largest dropped.
+fn pseudo_inverse(eigen: &SymmetricEigen<f64, nalgebra::Dyn>) -> DMatrix<f64> {
     let largest = eigen.eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let floor = (1e-10 * largest).max(1e-14);
     &eigen.eigenvectors
         * DMatrix::from_diagonal(&eigen.eigenvalues.map(|l| if l.abs() < floor { 0.0 } else { 1.0 / l }))
         * eigen.eigenvectors.transpose()
-}
-
-/// The minimiser after one more Newton step, `h* - F_hh^-1 grad_h F(h*)`, in f64. Where only
-/// the minimum value and its first derivatives are needed, evaluating the objective at this
-/// fixed point gives them to first order in the residual gradient, exactly as the lift does
-/// (envelope theorem plus the residual times the minimiser's response), without the nested
-/// dual pass of `lift`.
-pub fn newton_corrected(minimum: &Minimum) -> Vec<f64> {
-    let step = hessian_pseudo_inverse(minimum) * &minimum.gradient;
-    minimum.point.iter().zip(step.iter()).map(|(h, s)| h - s).collect()
 }
 
 /// dF/dh at the minimiser in D, all K directions in one pass of a vector dual over D.

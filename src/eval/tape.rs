@@ -185,10 +185,10 @@ impl Evaluator {
     fn minimize<D: Number>(&self, block: &MinimizeBlock, registers: &mut [D], node: usize) -> Result<(), EvalError> {
         let cache = &self.caches[block.id];
         let minimizer = inner::minimize(block, registers, cache, node, self.search())?;
-        // Only the minimum value at first order: the envelope theorem at the Newton-corrected
-        // minimiser replaces the implicit-function lift (see `inner::newton_corrected`).
+        // Only the minimum value at first order: the envelope theorem at the minimiser (exact
+        // to second order in the last residual, see `inner::Minimum`) replaces the lift.
         let lifted = if D::NDERIV == 1 && block.dst_argument.is_none() {
-            inner::newton_corrected(&minimizer).into_iter().map(D::from).collect()
+            minimizer.point.iter().map(|&v| D::from(v)).collect()
         } else {
             inner::lift(block, registers, &minimizer)?
         };
