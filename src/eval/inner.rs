@@ -6,8 +6,11 @@
 //! `h = h* - F_hh^-1 (grad_h F(h*, p) - its real part)`, which gives the minimiser's exact
 //! first derivatives; the minimum value's derivatives follow (envelope theorem at first
 //! order, the IFT correction at second order). Iterations are never differentiated.
+//! Variables of up to four entries use fixed-size vectors and matrices, so the Newton loop,
+//! which runs at every integration node, allocates nothing.
 
-use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use nalgebra::allocator::Allocator;
+use nalgebra::{Const, DMatrix, DVector, DefaultAllocator, Dim, Dyn, OMatrix, OVector, SymmetricEigen, U1};
 use num_dual::{Dual, Dual2SVec64, DualSVec, HyperDual64};
 
 use super::second_order;
@@ -21,23 +24,85 @@ const MAX_NEWTON_STEPS: usize = 100;
 /// minimiser.
 const FINAL_NEWTON_STEP: f64 = 1e-7;
 
+type Point<K> = OVector<f64, K>;
+type Square<K> = OMatrix<f64, K, K>;
+
+/// The dimension of an inner variable, with the number type that gives the objective's
+/// value, gradient and Hessian in one go.
+trait Dimension: Dim
+where
+    DefaultAllocator: Allocator<Self> + Allocator<Self, Self>,
+{
+    type Registers;
+    fn registers(plain: &[f64]) -> Self::Registers;
+    fn second_order(block: &MinimizeBlock, registers: &mut Self::Registers, h: &Point<Self>) -> Result<(f64, Point<Self>, Square<Self>), EvalError>;
+}
+
+/// Small k: one pass in second-order vector duals.
+impl<const K: usize> Dimension for Const<K> {
+    type Registers = Vec<Dual2SVec64<K>>;
+
+    fn registers(plain: &[f64]) -> Self::Registers {
+        plain.iter().map(|&v| Dual2SVec64::from_re(v)).collect()
+    }
+
+    fn second_order(block: &MinimizeBlock, registers: &mut Self::Registers, h: &Point<Self>) -> Result<(f64, Point<Self>, Square<Self>), EvalError> {
+        for (i, (slot, &v)) in block.variable.iter().zip(h.iter()).enumerate() {
+            registers[*slot] = Dual2SVec64::<K>::from_re(v).derivative(i);
+        }
+        second_order::run(&block.body, registers)?;
+        let f = &registers[block.objective];
+        let gradient = f.v1.unwrap_generic(U1, Const::<K>).transpose();
+        let hessian = f.v2.unwrap_generic(Const::<K>, Const::<K>);
+        Ok((f.re, gradient, hessian))
+    }
+}
+
+/// Larger k: k(k+1)/2 hyper-dual passes.
+impl Dimension for Dyn {
+    type Registers = Vec<HyperDual64>;
+
+    fn registers(plain: &[f64]) -> Self::Registers {
+        plain.iter().map(|&v| HyperDual64::from(v)).collect()
+    }
+
+    fn second_order(block: &MinimizeBlock, registers: &mut Self::Registers, h: &Point<Self>) -> Result<(f64, Point<Self>, Square<Self>), EvalError> {
+        let k = h.len();
+        let mut gradient = DVector::zeros(k);
+        let mut hessian = DMatrix::zeros(k, k);
+        let mut value = 0.0;
+        for i in 0..k {
+            for j in i..k {
+                for (d, (slot, &v)) in block.variable.iter().zip(h.iter()).enumerate() {
+                    let e1 = if d == i { 1.0 } else { 0.0 };
+                    let e2 = if d == j { 1.0 } else { 0.0 };
+                    registers[*slot] = HyperDual64::new(v, e1, e2, 0.0);
+                }
+                run_plain(&block.body, registers)?;
+                let f = registers[block.objective];
+                value = f.re;
+                if i == j {
+                    gradient[i] = f.eps1;
+                }
+                hessian[(i, j)] = f.eps1eps2;
+                hessian[(j, i)] = f.eps1eps2;
+            }
+        }
+        Ok((value, gradient, hessian))
+    }
+}
+
 /// The f64 objective of one minimisation at fixed outer inputs.
-struct Objective<'a> {
+struct Objective<'a, K: Dimension>
+where
+    DefaultAllocator: Allocator<K> + Allocator<K, K>,
+{
     block: &'a MinimizeBlock,
     /// Local register file of the body (inputs set, f64).
     plain: Vec<f64>,
     /// The same register file in the number type of `second_order`, made on first use and
     /// kept: the inputs do not change, and the body overwrites every temporary it reads.
-    dual: Option<DualRegisters>,
-}
-
-/// Register files for value, gradient and Hessian in the variable's dimension.
-enum DualRegisters {
-    One(Vec<Dual2SVec64<1>>),
-    Two(Vec<Dual2SVec64<2>>),
-    Three(Vec<Dual2SVec64<3>>),
-    Four(Vec<Dual2SVec64<4>>),
-    Passes(Vec<HyperDual64>),
+    dual: Option<K::Registers>,
 }
 
 /// A local register file for a minimisation body, inputs copied from the enclosing scope.
@@ -49,117 +114,75 @@ pub fn local_registers<D: Number, T: Number>(block: &MinimizeBlock, outer: &[D],
     local
 }
 
-impl<'a> Objective<'a> {
+impl<'a, K: Dimension> Objective<'a, K>
+where
+    DefaultAllocator: Allocator<K> + Allocator<K, K>,
+{
     fn new<D: Number>(block: &'a MinimizeBlock, outer: &[D]) -> Self {
         let plain = local_registers(block, outer, |v| v.re());
         Objective { block, plain, dual: None }
     }
 
-    fn value(&mut self, h: &[f64]) -> Result<f64, EvalError> {
-        for (slot, &v) in self.block.variable.iter().zip(h) {
+    fn value(&mut self, h: &Point<K>) -> Result<f64, EvalError> {
+        for (slot, &v) in self.block.variable.iter().zip(h.iter()) {
             self.plain[*slot] = v;
         }
         run_plain(&self.block.body, &mut self.plain)?;
         Ok(self.plain[self.block.objective])
     }
 
-    /// Value, gradient and Hessian: one second-order vector-dual pass for small k, else
-    /// k(k+1)/2 hyper-dual passes.
-    fn second_order(&mut self, h: &[f64]) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
+    /// Value, gradient and Hessian.
+    fn second_order(&mut self, h: &Point<K>) -> Result<(f64, Point<K>, Square<K>), EvalError> {
         let plain = &self.plain;
-        let dual = self.dual.get_or_insert_with(|| match h.len() {
-            1 => DualRegisters::One(plain.iter().map(|&v| Dual2SVec64::from_re(v)).collect()),
-            2 => DualRegisters::Two(plain.iter().map(|&v| Dual2SVec64::from_re(v)).collect()),
-            3 => DualRegisters::Three(plain.iter().map(|&v| Dual2SVec64::from_re(v)).collect()),
-            4 => DualRegisters::Four(plain.iter().map(|&v| Dual2SVec64::from_re(v)).collect()),
-            _ => DualRegisters::Passes(plain.iter().map(|&v| HyperDual64::from(v)).collect()),
-        });
-        match dual {
-            DualRegisters::One(registers) => second_order_vector(self.block, registers, h),
-            DualRegisters::Two(registers) => second_order_vector(self.block, registers, h),
-            DualRegisters::Three(registers) => second_order_vector(self.block, registers, h),
-            DualRegisters::Four(registers) => second_order_vector(self.block, registers, h),
-            DualRegisters::Passes(registers) => second_order_passes(self.block, registers, h),
-        }
+        let registers = self.dual.get_or_insert_with(|| K::registers(plain));
+        K::second_order(self.block, registers, h)
     }
-}
-
-fn second_order_vector<const K: usize>(
-    block: &MinimizeBlock,
-    registers: &mut [Dual2SVec64<K>],
-    h: &[f64],
-) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
-    for (i, (slot, &v)) in block.variable.iter().zip(h).enumerate() {
-        registers[*slot] = Dual2SVec64::<K>::from_re(v).derivative(i);
-    }
-    second_order::run(&block.body, registers)?;
-    let f = &registers[block.objective];
-    let gradient = f.v1.unwrap_generic(nalgebra::U1, nalgebra::Const::<K>);
-    let hessian = f.v2.unwrap_generic(nalgebra::Const::<K>, nalgebra::Const::<K>);
-    Ok((f.re, DVector::from_iterator(K, gradient.iter().copied()), DMatrix::from_iterator(K, K, hessian.iter().copied())))
-}
-
-fn second_order_passes(
-    block: &MinimizeBlock,
-    registers: &mut [HyperDual64],
-    h: &[f64],
-) -> Result<(f64, DVector<f64>, DMatrix<f64>), EvalError> {
-    let k = h.len();
-    let mut gradient = DVector::zeros(k);
-    let mut hessian = DMatrix::zeros(k, k);
-    let mut value = 0.0;
-    for i in 0..k {
-        for j in i..k {
-            for (d, (slot, &v)) in block.variable.iter().zip(h).enumerate() {
-                let e1 = if d == i { 1.0 } else { 0.0 };
-                let e2 = if d == j { 1.0 } else { 0.0 };
-                registers[*slot] = HyperDual64::new(v, e1, e2, 0.0);
-            }
-            run_plain(&block.body, registers)?;
-            let f = registers[block.objective];
-            value = f.re;
-            if i == j {
-                gradient[i] = f.eps1;
-            }
-            hessian[(i, j)] = f.eps1eps2;
-            hessian[(j, i)] = f.eps1eps2;
-        }
-    }
-    Ok((value, gradient, hessian))
 }
 
 /// Newton direction with the Hessian made positive definite (|eigenvalues|, floored), and
 /// whether the Hessian was positive definite and well conditioned (a plain Newton step).
-fn guarded_direction(gradient: &DVector<f64>, hessian: &DMatrix<f64>) -> (DVector<f64>, bool) {
+fn guarded_direction<K: Dimension>(gradient: &Point<K>, hessian: &Square<K>) -> (Point<K>, bool)
+where
+    DefaultAllocator: Allocator<K> + Allocator<K, K>,
+{
     if let Some(cholesky) = well_conditioned_cholesky(hessian) {
         return (-cholesky.solve(gradient), true);
     }
-    let eigen = SymmetricEigen::new(hessian.clone());
+    // Rare (a non-convex region): the eigendecomposition in dynamic storage.
+    let (rows, _) = hessian.shape_generic();
+    let eigen = SymmetricEigen::<f64, Dyn>::new(DMatrix::from_iterator(hessian.nrows(), hessian.ncols(), hessian.iter().copied()));
     let largest = eigen.eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let floor = (1e-8 * largest).max(1e-12);
-    let projected = eigen.eigenvectors.transpose() * gradient;
+    let projected: DVector<f64> = eigen.eigenvectors.transpose() * DVector::from_iterator(gradient.len(), gradient.iter().copied());
     let scaled = DVector::from_iterator(
         projected.len(),
         projected.iter().zip(eigen.eigenvalues.iter()).map(|(p, l)| -p / l.abs().max(floor)),
     );
-    (&eigen.eigenvectors * scaled, false)
+    let direction: DVector<f64> = &eigen.eigenvectors * scaled;
+    (Point::<K>::from_iterator_generic(rows, U1, direction.iter().copied()), false)
 }
 
 /// The Cholesky factor of a positive definite Hessian whose pivots span less than four
 /// decades (the common case, where no eigendecomposition is needed).
-fn well_conditioned_cholesky(hessian: &DMatrix<f64>) -> Option<nalgebra::Cholesky<f64, nalgebra::Dyn>> {
+fn well_conditioned_cholesky<K: Dimension>(hessian: &Square<K>) -> Option<nalgebra::Cholesky<f64, K>>
+where
+    DefaultAllocator: Allocator<K> + Allocator<K, K>,
+{
     let cholesky = hessian.clone().cholesky()?;
     let diagonal = cholesky.l_dirty().diagonal();
     (diagonal.min() > 1e-4 * diagonal.max()).then_some(cholesky)
 }
 
-struct Local {
-    point: Vec<f64>,
+struct Local<K: Dimension>
+where
+    DefaultAllocator: Allocator<K> + Allocator<K, K>,
+{
+    point: Point<K>,
     value: f64,
-    gradient: DVector<f64>,
+    gradient: Point<K>,
     gradient_norm: f64,
     /// Hessian at `point`.
-    hessian: DMatrix<f64>,
+    hessian: Square<K>,
     /// Stationary to working precision: a small gradient, or a Newton step that would lower
     /// the objective by less than its rounding error (flat objectives, e.g. a large V).
     converged: bool,
@@ -167,8 +190,11 @@ struct Local {
 
 /// Newton from `start`; `None` once a full step lands next to one of the `known` minimisers
 /// (the run is inside that minimiser's basin and would converge to it).
-fn newton(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) -> Result<Option<Local>, EvalError> {
-    let mut x = start.to_vec();
+fn newton<K: Dimension>(objective: &mut Objective<K>, start: &Point<K>, known: &[Point<K>]) -> Result<Option<Local<K>>, EvalError>
+where
+    DefaultAllocator: Allocator<K> + Allocator<K, K>,
+{
+    let mut x = start.clone();
     for _ in 0..MAX_NEWTON_STEPS {
         let (f, g, h) = objective.second_order(&x)?;
         let gradient_norm = g.amax();
@@ -177,7 +203,7 @@ fn newton(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) -> Resul
         }
         let (direction, plain_newton) = guarded_direction(&g, &h);
         let slope = g.dot(&direction);
-        let scale = 1.0 + x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let scale = 1.0 + x.amax();
         // Flat to rounding, or inside the quadratic basin with a step so small that the
         // closing Newton step of `minimize` leaves an error of order step^2, below 1e-14.
         if -slope <= 1e-14 * (1.0 + f.abs()) || (plain_newton && direction.amax() <= FINAL_NEWTON_STEP * scale) {
@@ -186,7 +212,7 @@ fn newton(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) -> Resul
         let mut step = 1.0;
         let mut accepted = false;
         while step > 1e-12 {
-            let trial: Vec<f64> = x.iter().zip(direction.iter()).map(|(a, d)| a + step * d).collect();
+            let trial = &x + &direction * step;
             let trial_value = objective.value(&trial)?;
             if trial_value <= f + 1e-4 * step * slope {
                 x = trial;
@@ -214,8 +240,11 @@ fn newton(objective: &mut Objective, start: &[f64], known: &[Vec<f64>]) -> Resul
 
 /// Within 1e-4 (relative) in every coordinate: a full Newton step this close to a strict
 /// local minimiser stays in its basin.
-fn close(x: &[f64], p: &[f64]) -> bool {
-    x.iter().zip(p).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()))
+fn close<K: Dimension>(x: &Point<K>, p: &Point<K>) -> bool
+where
+    DefaultAllocator: Allocator<K> + Allocator<K, K>,
+{
+    x.iter().zip(p.iter()).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()))
 }
 
 /// A minimiser, and the inverse of the objective's Hessian there (f64).
@@ -253,9 +282,29 @@ pub fn minimize<D: Number>(
     node: usize,
     search: Search,
 ) -> Result<Minimum, EvalError> {
-    let k = block.variable.len();
-    let mut objective = Objective::new(block, registers);
-    let mut starts: Vec<Vec<f64>> = Vec::with_capacity(block.starts.len() + 2);
+    match block.variable.len() {
+        1 => minimize_in(Const::<1>, block, registers, cache, node, search),
+        2 => minimize_in(Const::<2>, block, registers, cache, node, search),
+        3 => minimize_in(Const::<3>, block, registers, cache, node, search),
+        4 => minimize_in(Const::<4>, block, registers, cache, node, search),
+        k => minimize_in(Dyn(k), block, registers, cache, node, search),
+    }
+}
+
+fn minimize_in<D: Number, K: Dimension>(
+    dimension: K,
+    block: &MinimizeBlock,
+    registers: &[D],
+    cache: &MinimizerCache,
+    node: usize,
+    search: Search,
+) -> Result<Minimum, EvalError>
+where
+    DefaultAllocator: Allocator<K> + Allocator<K, K>,
+{
+    let point = |values: &mut dyn Iterator<Item = f64>| Point::<K>::from_iterator_generic(dimension, U1, values);
+    let mut objective = Objective::<K>::new(block, registers);
+    let mut starts: Vec<Point<K>> = Vec::with_capacity(block.starts.len() + 2);
     let cached = cache.get(node);
     let had_cache = cached.is_some();
     let tracking = had_cache
@@ -265,15 +314,15 @@ pub fn minimize<D: Number>(
             Search::Exhaustive => false,
         };
     if let Some(previous) = cached {
-        starts.push(previous);
+        starts.push(point(&mut previous.into_iter()));
     }
     if !tracking {
-        starts.extend(block.starts.iter().map(|slots| slots.iter().map(|s| registers[*s].re()).collect::<Vec<f64>>()));
-        starts.push(vec![0.0; k]);
+        starts.extend(block.starts.iter().map(|slots| point(&mut slots.iter().map(|s| registers[*s].re()))));
+        starts.push(Point::<K>::zeros_generic(dimension, U1));
     }
-    let mut best: Option<Local> = None;
+    let mut best: Option<Local<K>> = None;
     let mut best_start = 0;
-    let mut found: Vec<Vec<f64>> = Vec::new();
+    let mut found: Vec<Point<K>> = Vec::new();
     let mut found_values: Vec<f64> = Vec::new();
     for (index, start) in starts.iter().enumerate() {
         if start.iter().any(|v| !v.is_finite()) {
@@ -311,29 +360,36 @@ pub fn minimize<D: Number>(
             .fold(f64::INFINITY, f64::min);
         cache.set_gap(node, (runner_up - best.value) / (1.0 + best.value.abs()));
     }
+    let shown = best.point.as_slice();
     if best.point.iter().any(|v| v.abs() > 1e8) {
-        return Err(EvalError::new(format!("inner minimisation: the objective looks unbounded below (h = {:?}, value {:.3e})", best.point, best.value)));
+        return Err(EvalError::new(format!("inner minimisation: the objective looks unbounded below (h = {shown:?}, value {:.3e})", best.value)));
     }
-    let inverse_hessian = match well_conditioned_cholesky(&best.hessian) {
+    let inverse_hessian: Square<K> = match well_conditioned_cholesky(&best.hessian) {
         Some(cholesky) => cholesky.inverse(),
         None => {
-            let eigen = SymmetricEigen::new(best.hessian.clone());
+            let k = best.hessian.nrows();
+            let eigen = SymmetricEigen::<f64, Dyn>::new(DMatrix::from_iterator(k, k, best.hessian.iter().copied()));
             if eigen.eigenvalues.min() < -1e-8 * (1.0 + best.hessian.amax()) {
-                return Err(EvalError::new(format!("inner minimisation: h = {:?} is a saddle or a maximum, not a minimum", best.point)));
+                return Err(EvalError::new(format!("inner minimisation: h = {shown:?} is a saddle or a maximum, not a minimum")));
             }
-            pseudo_inverse(&eigen)
+            let inverse = pseudo_inverse(&eigen);
+            let (rows, columns) = best.hessian.shape_generic();
+            Square::<K>::from_iterator_generic(rows, columns, inverse.iter().copied())
         }
     };
     if !best.converged {
         return Err(EvalError::new(format!(
-            "inner minimisation did not converge: gradient norm {:.3e} at h = {:?}",
-            best.gradient_norm, best.point
+            "inner minimisation did not converge: gradient norm {:.3e} at h = {shown:?}",
+            best.gradient_norm
         )));
     }
-    let step = &inverse_hessian * &best.gradient;
-    let point: Vec<f64> = best.point.iter().zip(step.iter()).map(|(h, s)| h - s).collect();
-    cache.set(node, &point);
-    Ok(Minimum { point, inverse_hessian })
+    let minimizer = &best.point - &inverse_hessian * &best.gradient;
+    cache.set(node, minimizer.as_slice());
+    let k = minimizer.len();
+    Ok(Minimum {
+        point: minimizer.iter().copied().collect(),
+        inverse_hessian: DMatrix::from_iterator(k, k, inverse_hessian.iter().copied()),
+    })
 }
 
 /// The minimiser as a number of type D: exact first derivatives through one implicit-function step.
