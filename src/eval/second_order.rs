@@ -3,15 +3,17 @@
 //! num-dual's operators build and move several K x K temporaries per operation; here sums,
 //! differences, products and quotients are written entry by entry into the destination
 //! register, with num-dual's formulas term by term in the same order (an absent derivative
-//! part is zero and is skipped, as there), so the results are num-dual's. Every other
-//! instruction goes through the generic interpreter.
+//! part is zero and is skipped, as there), so the results are num-dual's. Functions of one
+//! argument and integer powers take a single chain-rule step with f, f', f'' from a scalar
+//! second-order dual: a sigmoid is four num-dual operations on K x K parts, here one.
+//! Every other instruction goes through the generic interpreter.
 
 use nalgebra::SMatrix;
-use num_dual::{Derivative, Dual2SVec64};
+use num_dual::{Derivative, Dual2SVec64, Dual2_64, DualNum};
 
-use super::tape::step;
+use super::tape::{apply_unary, step};
 use super::EvalError;
-use crate::ir::{BinaryFn, Instr};
+use crate::ir::{BinaryFn, Instr, UnaryFn};
 
 /// Run a minimisation body on second-order registers.
 pub fn run<const K: usize>(instrs: &[Instr], r: &mut [Dual2SVec64<K>]) -> Result<(), EvalError> {
@@ -19,6 +21,15 @@ pub fn run<const K: usize>(instrs: &[Instr], r: &mut [Dual2SVec64<K>]) -> Result
         match instr {
             Instr::Binary { op, dst, left, right } if matches!(op, BinaryFn::Add | BinaryFn::Sub | BinaryFn::Mul | BinaryFn::Div) => {
                 let value = binary(*op, &r[*left], &r[*right]);
+                r[*dst] = value;
+            }
+            // Step and sign are constants: the generic path keeps their derivatives absent.
+            Instr::Unary { op, dst, src } if !matches!(op, UnaryFn::Step | UnaryFn::Sign) => {
+                let value = chain(&r[*src], |x| apply_unary(*op, x));
+                r[*dst] = value;
+            }
+            Instr::PowI { dst, src, exponent } => {
+                let value = chain(&r[*src], |x| x.powi(*exponent));
                 r[*dst] = value;
             }
             other => step(other, r)?,
@@ -51,6 +62,20 @@ fn minus(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 #[inline(always)]
 fn part<const R: usize, const C: usize>(present: bool, entry: impl Fn(usize, usize) -> Option<f64>) -> Derivative<f64, nalgebra::Const<R>, nalgebra::Const<C>> {
     Derivative::new(present.then(|| SMatrix::<f64, R, C>::from_fn(|i, j| entry(i, j).unwrap_or(0.0))))
+}
+
+/// `f(a)` by one chain-rule step, `f(a) + f'(a) da + (f'(a) d2a + f''(a) da da^T)`, with
+/// f, f', f'' from `f` on a scalar second-order dual.
+#[inline(always)]
+fn chain<const K: usize>(a: &Dual2SVec64<K>, f: impl Fn(Dual2_64) -> Dual2_64) -> Dual2SVec64<K> {
+    let scalar = f(Dual2_64::new(a.re, 1.0, 0.0));
+    let (f1, f2) = (scalar.v1, scalar.v2);
+    let (a1, a2) = (a.v1.0.as_ref(), a.v2.0.as_ref());
+    Dual2SVec64::new(
+        scalar.re,
+        part(a1.is_some(), |_, j| a1.map(|m| m[(0, j)] * f1)),
+        part(a1.is_some() || a2.is_some(), |i, j| plus(a2.map(|m| m[(i, j)] * f1), a1.map(|m| m[(0, i)] * m[(0, j)] * f2))),
+    )
 }
 
 #[inline(always)]
@@ -139,6 +164,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Chain-rule steps agree with num-dual's composed operations to rounding.
+    fn check_functions<const K: usize>() {
+        let mut seed = 11;
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * (1.0 + x.abs().max(y.abs())) || (x.is_nan() && y.is_nan());
+        for pattern in 0..4u32 {
+            for _ in 0..20 {
+                let a = sample::<K>(&mut seed, pattern & 1 != 0, pattern & 2 != 0);
+                let positive = Dual2SVec64::new(a.re.abs() + 0.1, a.v1, a.v2);
+                let mut cases: Vec<(String, Dual2SVec64<K>, Dual2SVec64<K>)> = [
+                    UnaryFn::Neg, UnaryFn::Exp, UnaryFn::Ln1p, UnaryFn::Abs, UnaryFn::Erf, UnaryFn::Erfc,
+                    UnaryFn::GaussianTail, UnaryFn::LogGaussianTail, UnaryFn::GaussianPdf, UnaryFn::GaussianCdf,
+                    UnaryFn::Sigmoid, UnaryFn::LogSigmoid, UnaryFn::Softplus, UnaryFn::Tanh, UnaryFn::LogCosh,
+                    UnaryFn::Sin, UnaryFn::Cos,
+                ]
+                .into_iter()
+                .map(|op| (format!("{op:?}"), chain(&a, |x| apply_unary(op, x)), apply_unary(op, a)))
+                .collect();
+                for op in [UnaryFn::Ln, UnaryFn::Sqrt] {
+                    cases.push((format!("{op:?}"), chain(&positive, |x| apply_unary(op, x)), apply_unary(op, positive)));
+                }
+                for n in [-2, 2, 3] {
+                    cases.push((format!("powi {n}"), chain(&a, |x| x.powi(n)), a.powi(n)));
+                }
+                for (name, got, expected) in cases {
+                    assert!(close(got.re, expected.re), "{name} {pattern}");
+                    assert_eq!(got.v1.0.is_some(), expected.v1.0.is_some(), "{name} {pattern}");
+                    if let (Some(x), Some(y)) = (got.v1.0, expected.v1.0) {
+                        assert!(x.iter().zip(y.iter()).all(|(x, y)| close(*x, *y)), "{name} {pattern}: {x} {y}");
+                    }
+                    let dense = |m: Option<SMatrix<f64, K, K>>| m.unwrap_or_else(SMatrix::zeros);
+                    let (x, y) = (dense(got.v2.0), dense(expected.v2.0));
+                    assert!(x.iter().zip(y.iter()).all(|(x, y)| close(*x, *y)), "{name} {pattern}: {x} {y}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn functions_of_one_argument_match_num_dual() {
+        check_functions::<1>();
+        check_functions::<3>();
     }
 
     #[test]
