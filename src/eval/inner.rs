@@ -195,8 +195,13 @@ where
     DefaultAllocator: Allocator<K> + Allocator<K, K>,
 {
     let mut x = start.clone();
+    // Value, gradient and Hessian at x when the step that reached x already computed them.
+    let mut evaluated = None;
     for _ in 0..MAX_NEWTON_STEPS {
-        let (f, g, h) = objective.second_order(&x)?;
+        let (f, g, h) = match evaluated.take() {
+            Some(values) => values,
+            None => objective.second_order(&x)?,
+        };
         let gradient_norm = g.amax();
         if !f.is_finite() || gradient_norm <= 1e-11 * (1.0 + f.abs()) {
             return Ok(Some(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged: f.is_finite() }));
@@ -209,12 +214,30 @@ where
         if -slope <= 1e-14 * (1.0 + f.abs()) || (plain_newton && direction.amax() <= FINAL_NEWTON_STEP * scale) {
             return Ok(Some(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged: true }));
         }
-        let mut step = 1.0;
+        let sufficient = |value: f64, step: f64| value <= f + 1e-4 * step * slope;
+        let full = &x + &direction;
+        if known.iter().any(|p| close(&full, p)) {
+            if sufficient(objective.value(&full)?, 1.0) {
+                return Ok(None);
+            }
+        } else {
+            // Full steps are usually accepted: test one with the second-order pass that the
+            // next iteration needs anyway, instead of a separate value pass.
+            let at_full = objective.second_order(&full)?;
+            if sufficient(at_full.0, 1.0) {
+                x = full;
+                evaluated = Some(at_full);
+                if direction.amax() <= 1e-15 * scale {
+                    break;
+                }
+                continue;
+            }
+        }
+        let mut step = 0.5;
         let mut accepted = false;
         while step > 1e-12 {
             let trial = &x + &direction * step;
-            let trial_value = objective.value(&trial)?;
-            if trial_value <= f + 1e-4 * step * slope {
+            if sufficient(objective.value(&trial)?, step) {
                 x = trial;
                 accepted = true;
                 break;
@@ -225,15 +248,14 @@ where
             let converged = gradient_norm <= 1e-6 * (1.0 + f.abs());
             return Ok(Some(Local { point: x, value: f, gradient: g, gradient_norm, hessian: h, converged }));
         }
-        if step == 1.0 && known.iter().any(|p| close(&x, p)) {
-            return Ok(None);
-        }
-        let moved = step * direction.amax();
-        if moved <= 1e-15 * scale {
+        if step * direction.amax() <= 1e-15 * scale {
             break;
         }
     }
-    let (value, g, hessian) = objective.second_order(&x)?;
+    let (value, g, hessian) = match evaluated.take() {
+        Some(values) => values,
+        None => objective.second_order(&x)?,
+    };
     let gradient_norm = g.amax();
     Ok(Some(Local { point: x, value, gradient: g, gradient_norm, hessian, converged: gradient_norm <= 1e-6 * (1.0 + value.abs()) }))
 }
