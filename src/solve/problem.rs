@@ -389,4 +389,39 @@ mod tests {
         assert_eq!(problem.energy(&at(-0.005)).unwrap().total, exhaustive);
         assert_eq!(problem.take_basin_switches(), 0);
     }
+
+    /// k identical copies of a tilted double well, `-logcosh(3 h) + h^2/2 - c u h`, in one
+    /// minimisation over R[k]: the envelope is k times that of one copy.
+    fn copies_of_a_double_well(k: usize) -> SaddleProblem {
+        let source = format!(
+            "order c\nconjugate ch of c\n\
+            term wells = c*ch + E[u ~ N(0, 1); hermite(8)] {{ min h in R[{k}] {{ sum(-1*logcosh(3*h)) + norm2(h)/2 - c*u*sum(h) }} }}\n\
+            extremize energy\n"
+        );
+        let file = crate::syntax::parse_model(&source).unwrap_or_else(|e| panic!("{e:?}"));
+        let model = crate::types::check_model(&file, &BTreeMap::new(), &BTreeMap::new()).unwrap_or_else(|e| panic!("{e:?}"));
+        SaddleProblem::new(model)
+    }
+
+    #[test]
+    fn an_envelope_over_many_variables_is_the_sum_over_its_separable_parts() {
+        let at = |problem: &SaddleProblem| {
+            let mut x = vec![0.0; problem.dimension()];
+            x[problem.orders[0]] = 0.4;
+            x
+        };
+        let one = copies_of_a_double_well(1);
+        let value = one.energy(&at(&one)).unwrap().total;
+        let slope = one.gradient(&at(&one)).unwrap()[one.orders[0]];
+        assert!(value < -1.0 && slope < -0.1, "a tilted double well: {value}, {slope}");
+        // Four variables run Newton in fixed-size storage, six in dynamic storage.
+        for k in [4, 6] {
+            let copies = copies_of_a_double_well(k);
+            let total = copies.energy(&at(&copies)).unwrap().total;
+            let gradient = copies.gradient(&at(&copies)).unwrap()[copies.orders[0]];
+            let scale = k as f64;
+            assert!((total - scale * value).abs() <= 1e-10 * scale * value.abs(), "k = {k}: {total} vs {}", scale * value);
+            assert!((gradient - scale * slope).abs() <= 1e-9 * scale * slope.abs(), "k = {k}: {gradient} vs {}", scale * slope);
+        }
+    }
 }
