@@ -3,6 +3,7 @@
 //! expectations (node tables), the inner minimisations, special functions and small
 //! matrix algebra.
 
+pub mod first_order;
 pub mod inner;
 pub mod linalg;
 pub mod nodes;

@@ -121,21 +121,26 @@ impl Evaluator {
 
     /// Run the whole program on a register file whose unknown slots are already set.
     pub fn run<D: Number>(&self, registers: &mut [D]) -> Result<(), EvalError> {
-        self.run_block(&self.program.instrs, registers, 0, true)
+        self.run_with::<D, Generic>(registers)
     }
 
-    fn run_block<D: Number>(&self, instrs: &[Instr], registers: &mut [D], node: usize, parallel: bool) -> Result<(), EvalError> {
+    /// `run` with plain instructions executed by the interpreter `S`.
+    pub fn run_with<D: Number, S: Interpreter<D>>(&self, registers: &mut [D]) -> Result<(), EvalError> {
+        self.run_block::<D, S>(&self.program.instrs, registers, 0, true)
+    }
+
+    fn run_block<D: Number, S: Interpreter<D>>(&self, instrs: &[Instr], registers: &mut [D], node: usize, parallel: bool) -> Result<(), EvalError> {
         for instr in instrs {
             match instr {
-                Instr::Expect(block) => self.expect(block, registers, node, parallel)?,
-                Instr::Minimize(block) => self.minimize(block, registers, node)?,
-                plain => step(plain, registers)?,
+                Instr::Expect(block) => self.expect::<D, S>(block, registers, node, parallel)?,
+                Instr::Minimize(block) => self.minimize::<D, S>(block, registers, node)?,
+                plain => S::step(plain, registers)?,
             }
         }
         Ok(())
     }
 
-    fn expect<D: Number>(&self, block: &ExpectBlock, registers: &mut [D], node: usize, parallel: bool) -> Result<(), EvalError> {
+    fn expect<D: Number, S: Interpreter<D>>(&self, block: &ExpectBlock, registers: &mut [D], node: usize, parallel: bool) -> Result<(), EvalError> {
         let table = self.tables[block.id].as_ref().ok_or_else(|| EvalError::new("an expectation without its node table"))?;
         let n = table.len();
         let accumulate = |range: std::ops::Range<usize>, registers: &mut [D]| -> Result<Vec<D>, EvalError> {
@@ -144,7 +149,7 @@ impl Evaluator {
                 for (slot, &value) in block.node_slots.iter().zip(table.node(i)) {
                     registers[*slot] = D::from(value);
                 }
-                self.run_block(&block.body, registers, node * n + i, false)?;
+                self.run_block::<D, S>(&block.body, registers, node * n + i, false)?;
                 let mut weight = D::from(table.weights[i]);
                 if let Some(w) = block.weight {
                     weight *= registers[w];
@@ -182,7 +187,7 @@ impl Evaluator {
         Ok(())
     }
 
-    fn minimize<D: Number>(&self, block: &MinimizeBlock, registers: &mut [D], node: usize) -> Result<(), EvalError> {
+    fn minimize<D: Number, S: Interpreter<D>>(&self, block: &MinimizeBlock, registers: &mut [D], node: usize) -> Result<(), EvalError> {
         let cache = &self.caches[block.id];
         let minimizer = inner::minimize(block, registers, cache, node, self.search())?;
         // Only the minimum value at first order: the envelope theorem at the minimiser (exact
@@ -197,7 +202,9 @@ impl Evaluator {
             for (slot, value) in block.variable.iter().zip(&lifted) {
                 local[*slot] = *value;
             }
-            run_plain(&block.body, &mut local)?;
+            for instr in &block.body {
+                S::step(instr, &mut local)?;
+            }
             registers[dst] = local[block.objective];
         }
         if let Some(dst) = &block.dst_argument {
@@ -257,6 +264,22 @@ fn collect_tables(instrs: &[Instr], tables: &mut [Option<NodeTable>], table_of: 
             Instr::Minimize(block) => collect_tables(&block.body, tables, table_of),
             _ => {}
         }
+    }
+}
+
+/// How plain instructions (no expectation, no minimisation) run on one number type: the
+/// generic interpreter, or one specialised to that type (`first_order`).
+pub trait Interpreter<D> {
+    fn step(instr: &Instr, registers: &mut [D]) -> Result<(), EvalError>;
+}
+
+/// num-dual's own arithmetic, for every number type.
+pub struct Generic;
+
+impl<D: Number> Interpreter<D> for Generic {
+    #[inline(always)]
+    fn step(instr: &Instr, registers: &mut [D]) -> Result<(), EvalError> {
+        step(instr, registers)
     }
 }
 

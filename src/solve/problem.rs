@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use nalgebra::{DMatrix, SVector, U1};
 use num_dual::{DualSVec64, HyperDualVec};
 
+use crate::eval::first_order::FirstOrder;
+use crate::eval::tape::{Generic, Interpreter};
 use crate::eval::{EvalError, Evaluator, Number, Search};
 use crate::ir::{reads_writes, Program, Slot};
 use crate::types::{CheckedModel, Role, Shape};
@@ -119,9 +121,9 @@ impl SaddleProblem {
         registers
     }
 
-    fn total<D: Number>(&self, evaluator: &Evaluator, x: &[D], outputs: &[Slot]) -> Result<D, EvalError> {
+    fn total<D: Number, S: Interpreter<D>>(&self, evaluator: &Evaluator, x: &[D], outputs: &[Slot]) -> Result<D, EvalError> {
         let mut registers = self.registers(&evaluator.program, x);
-        evaluator.run(&mut registers)?;
+        evaluator.run_with::<D, S>(&mut registers)?;
         Ok(outputs.iter().fold(D::from(0.0), |acc, s| acc + registers[*s]))
     }
 
@@ -169,7 +171,7 @@ impl SaddleProblem {
                     None => DualSVec64::<N>::from_re(v),
                 })
                 .collect();
-            let value = self.total(evaluator, &seeded, &outputs)?;
+            let value = self.total::<_, FirstOrder>(evaluator, &seeded, &outputs)?;
             let derivatives: SVector<f64, N> = value.eps.unwrap_generic(nalgebra::Const, U1);
             for (k, &i) in chunk.iter().enumerate() {
                 gradient[i] = derivatives[k];
@@ -237,7 +239,7 @@ impl SaddleProblem {
                         number
                     })
                     .collect();
-                let value = self.total(evaluator, &seeded, &outputs)?;
+                let value = self.total::<_, Generic>(evaluator, &seeded, &outputs)?;
                 let block = value.eps1eps2.unwrap_generic(nalgebra::Const, nalgebra::Const);
                 for a in 0..row_chunk.len() {
                     for b in 0..col_chunk.len() {
