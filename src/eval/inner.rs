@@ -13,8 +13,8 @@ use nalgebra::allocator::Allocator;
 use nalgebra::{Const, DMatrix, DVector, DefaultAllocator, Dim, Dyn, OMatrix, OVector, SymmetricEigen, U1};
 use num_dual::{Dual, Dual2SVec64, DualSVec, HyperDual64};
 
-use super::second_order;
-use super::tape::{run_plain, MinimizerCache};
+use super::second_order::SecondOrder;
+use super::tape::{run_plain, Interpreter, MinimizerCache};
 use super::{EvalError, Number};
 use crate::ir::MinimizeBlock;
 
@@ -50,7 +50,7 @@ impl<const K: usize> Dimension for Const<K> {
         for (i, (slot, &v)) in block.variable.iter().zip(h.iter()).enumerate() {
             registers[*slot] = Dual2SVec64::<K>::from_re(v).derivative(i);
         }
-        second_order::run(&block.body, registers)?;
+        SecondOrder::run(&block.body, registers)?;
         let f = &registers[block.objective];
         let gradient = f.v1.unwrap_generic(U1, Const::<K>).transpose();
         let hessian = f.v2.unwrap_generic(Const::<K>, Const::<K>);

@@ -11,13 +11,16 @@
 use nalgebra::SMatrix;
 use num_dual::{Derivative, Dual2SVec64, Dual2_64, DualNum};
 
-use super::tape::{apply_unary, step};
+use super::tape::{apply_unary, step, Interpreter};
 use super::EvalError;
 use crate::ir::{BinaryFn, Instr, UnaryFn};
 
-/// Run a minimisation body on second-order registers.
-pub fn run<const K: usize>(instrs: &[Instr], r: &mut [Dual2SVec64<K>]) -> Result<(), EvalError> {
-    for instr in instrs {
+/// The interpreter for `Dual2SVec64<K>` registers (the Newton passes of inner minimisations).
+pub struct SecondOrder;
+
+impl<const K: usize> Interpreter<Dual2SVec64<K>> for SecondOrder {
+    #[inline(always)]
+    fn step(instr: &Instr, r: &mut [Dual2SVec64<K>]) -> Result<(), EvalError> {
         match instr {
             Instr::Binary { op, dst, left, right } if matches!(op, BinaryFn::Add | BinaryFn::Sub | BinaryFn::Mul | BinaryFn::Div) => {
                 let value = binary(*op, &r[*left], &r[*right]);
@@ -34,8 +37,8 @@ pub fn run<const K: usize>(instrs: &[Instr], r: &mut [Dual2SVec64<K>]) -> Result
             }
             other => step(other, r)?,
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `a + b` with an absent term skipped.

@@ -202,9 +202,7 @@ impl Evaluator {
             for (slot, value) in block.variable.iter().zip(&lifted) {
                 local[*slot] = *value;
             }
-            for instr in &block.body {
-                S::step(instr, &mut local)?;
-            }
+            S::run(&block.body, &mut local)?;
             registers[dst] = local[block.objective];
         }
         if let Some(dst) = &block.dst_argument {
@@ -271,6 +269,14 @@ fn collect_tables(instrs: &[Instr], tables: &mut [Option<NodeTable>], table_of: 
 /// generic interpreter, or one specialised to that type (`first_order`).
 pub trait Interpreter<D> {
     fn step(instr: &Instr, registers: &mut [D]) -> Result<(), EvalError>;
+
+    /// A tape without expectations or minimisations (the body of a minimisation).
+    fn run(instrs: &[Instr], registers: &mut [D]) -> Result<(), EvalError> {
+        for instr in instrs {
+            Self::step(instr, registers)?;
+        }
+        Ok(())
+    }
 }
 
 /// num-dual's own arithmetic, for every number type.
