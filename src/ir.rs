@@ -53,6 +53,8 @@ pub enum MatrixFn {
     SqrtSymmetric,
     LogDet,
     Det,
+    /// Eigenvalues of a symmetric matrix, ascending (first derivatives exact).
+    EigenvaluesSymmetric,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -66,6 +68,7 @@ pub enum Instr {
     Matrix { op: MatrixFn, size: usize, src: Vec<Slot>, dst: Vec<Slot> },
     Expect(Box<ExpectBlock>),
     Minimize(Box<MinimizeBlock>),
+    Hessian(Box<HessianBlock>),
 }
 
 /// One scalar integration variable of an expectation, before any affine transformation.
@@ -123,6 +126,25 @@ pub struct MinimizeBlock {
     pub cache_len: usize,
 }
 
+/// Second derivatives of a scalar body in a variable, at a point: values only (observables).
+/// Like a minimisation, the body runs on a register file of its own; it may contain
+/// minimisations, whose own inputs are renumbered onto that file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HessianBlock {
+    /// Local slots of the variable.
+    pub variable: Vec<Slot>,
+    pub body: Vec<Instr>,
+    /// Local slot of the differentiated value.
+    pub objective: Slot,
+    /// (enclosing slot, local slot) of every value the body reads from outside.
+    pub inputs: Vec<(Slot, Slot)>,
+    pub local_count: usize,
+    /// Enclosing slots of the point.
+    pub point: Vec<Slot>,
+    /// Enclosing slots of the k x k result, row-major.
+    pub dst: Vec<Slot>,
+}
+
 /// A lowered program: a tape plus the number of slots it needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Program {
@@ -153,6 +175,11 @@ pub fn reads_writes(instr: &Instr) -> (Vec<Slot>, Vec<Slot>) {
             writes.extend(block.dst_argument.iter().flatten().copied());
             (reads, writes)
         }
+        Instr::Hessian(block) => {
+            let mut reads: Vec<Slot> = block.inputs.iter().map(|(outer, _)| *outer).collect();
+            reads.extend(block.point.iter().copied());
+            (reads, block.dst.clone())
+        }
     }
 }
 
@@ -179,7 +206,7 @@ pub fn hoist_invariant(body: Vec<Instr>, bound: &[Slot]) -> (Vec<Instr>, Vec<Ins
     let mut kept = Vec::new();
     for instr in body {
         let (reads, writes) = reads_writes(&instr);
-        let is_block = matches!(instr, Instr::Expect(_) | Instr::Minimize(_));
+        let is_block = matches!(instr, Instr::Expect(_) | Instr::Minimize(_) | Instr::Hessian(_));
         if is_block || reads.iter().any(|r| dependent.contains(r)) {
             dependent.extend(writes);
             kept.push(instr);
@@ -238,6 +265,21 @@ pub fn compact(body: &[Instr], variable: &[Slot], objective: Slot) -> (Vec<Instr
             Instr::Matrix { op, size, src, dst } => {
                 let src = src.iter().map(|s| map(*s, &mut local)).collect();
                 Instr::Matrix { op: *op, size: *size, src, dst: dst.iter().map(|s| map(*s, &mut local)).collect() }
+            }
+            Instr::Minimize(block) => {
+                // A minimisation inside a Hessian body: its enclosing slots move too.
+                let mut block = block.clone();
+                for (outer, _) in block.inputs.iter_mut() {
+                    *outer = map(*outer, &mut local);
+                }
+                for start in block.starts.iter_mut() {
+                    for slot in start.iter_mut() {
+                        *slot = map(*slot, &mut local);
+                    }
+                }
+                block.dst_value = block.dst_value.map(|s| map(s, &mut local));
+                block.dst_argument = block.dst_argument.map(|d| d.iter().map(|s| map(*s, &mut local)).collect());
+                Instr::Minimize(block)
             }
             block => block.clone(),
         })

@@ -47,6 +47,22 @@ fn ridge_test_error_is_the_estimation_error_plus_the_noise() {
     assert!((observable(&point, "test_error") - (1.0 - 2.0 * m + q + 0.5)).abs() < 1e-8);
 }
 
+/// For the square loss the envelope's curvature is 1/(1 + V) at every field, so the replicon
+/// eigenvalue is alpha (V/(1 + V))^2; convexity keeps it below 1.
+#[test]
+fn ridge_replicon_is_the_closed_form_and_the_solution_is_replica_symmetric() {
+    for &alpha in &[0.3, 1.0, 2.5] {
+        for &lambda in &[0.001, 0.1, 1.0] {
+            let point = solve("ridge.lra", &[("alpha", alpha), ("lambda", lambda), ("noise", 0.5)]);
+            let response = point.order_parameters["V"].as_f64().unwrap();
+            let expected = alpha * (response / (1.0 + response)).powi(2);
+            let replicon = observable(&point, "replicon");
+            assert!((replicon - expected).abs() < 1e-10, "alpha {alpha}, lambda {lambda}: {replicon} vs {expected}");
+            assert!(replicon < 1.0);
+        }
+    }
+}
+
 #[test]
 fn gaussian_spiked_wigner_overlap_is_one_minus_inverse_snr_above_the_transition() {
     for &snr in &[0.3, 0.6, 0.9, 1.2, 1.5, 2.0, 3.0, 5.0] {

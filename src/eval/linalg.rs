@@ -135,10 +135,44 @@ pub fn sqrt_symmetric<D: DualNum<Primitive = f64> + Copy>(m: &[D], n: usize) -> 
     None
 }
 
+/// Eigenvalues of a symmetric matrix (lower triangle read), ascending. Each is the Rayleigh
+/// quotient `v' M v` at the unit eigenvector `v` of the real part, so its first derivative is
+/// exact where the eigenvalue is simple (Hellmann-Feynman); second derivatives are not.
+pub fn eigenvalues_symmetric<D: DualNum<Primitive = f64> + Copy>(m: &[D], n: usize) -> Vec<D> {
+    let real = nalgebra::DMatrix::from_fn(n, n, |i, j| if i >= j { m[i * n + j].re() } else { m[j * n + i].re() });
+    let eigen = real.symmetric_eigen();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| eigen.eigenvalues[a].total_cmp(&eigen.eigenvalues[b]));
+    order
+        .into_iter()
+        .map(|k| {
+            let v = eigen.eigenvectors.column(k);
+            let mut value = D::from(0.0);
+            for i in 0..n {
+                for j in 0..n {
+                    let entry = if i >= j { m[i * n + j] } else { m[j * n + i] };
+                    value += entry * (v[i] * v[j]);
+                }
+            }
+            value
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use num_dual::Dual64;
+
+    #[test]
+    fn eigenvalues_are_ascending_with_exact_first_derivatives() {
+        // [[2 + t, 1], [1, 2]] at t = 0: eigenvalues 1 and 3.
+        let m = [Dual64::new(2.0, 1.0), Dual64::new(1.0, 0.0), Dual64::new(1.0, 0.0), Dual64::new(2.0, 0.0)];
+        let values = eigenvalues_symmetric(&m, 2);
+        assert!((values[0].re - 1.0).abs() < 1e-14 && (values[1].re - 3.0).abs() < 1e-14);
+        // d lambda = v' dM v with v = (1, -1)/sqrt 2 and (1, 1)/sqrt 2: both 1/2.
+        assert!((values[0].eps - 0.5).abs() < 1e-14 && (values[1].eps - 0.5).abs() < 1e-14);
+    }
 
     #[test]
     fn inverse_times_matrix_is_identity() {

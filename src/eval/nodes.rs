@@ -15,6 +15,10 @@ pub struct NodeTable {
     pub weights: Vec<f64>,
     /// Independent scrambles (Sobol): node i belongs to group i / (len / groups).
     pub groups: usize,
+    /// Node i is node `first_index + i` of a rule of `full_len` nodes (a table cut down to
+    /// one scramble keeps the whole rule's numbering, so minimiser caches stay aligned).
+    pub first_index: usize,
+    pub full_len: usize,
 }
 
 impl NodeTable {
@@ -94,7 +98,8 @@ pub fn build(components: &[Component], rule: IntegrationRule) -> NodeTable {
                     counter[d] = 0;
                 }
             }
-            NodeTable { dimension, nodes, weights, groups: 1 }
+            let full_len = weights.len();
+            NodeTable { dimension, nodes, weights, groups: 1, first_index: 0, full_len }
         }
         IntegrationRule::Sobol { points, scrambles } => {
             let total = points * scrambles;
@@ -109,7 +114,7 @@ pub fn build(components: &[Component], rule: IntegrationRule) -> NodeTable {
                     }
                 }
             }
-            NodeTable { dimension, nodes, weights: vec![1.0 / total as f64; total], groups: scrambles }
+            NodeTable { dimension, nodes, weights: vec![1.0 / total as f64; total], groups: scrambles, first_index: 0, full_len: total }
         }
     }
 }

@@ -15,6 +15,10 @@ use super::nodes::{self, NodeTable};
 use super::{linalg, special, EvalError, Number};
 use crate::ir::*;
 
+/// Directions per hyper-dual pass of a `hessian` block.
+const HESSIAN_BLOCK: usize = 4;
+type HessianNumber = num_dual::HyperDualVec<f64, nalgebra::Const<HESSIAN_BLOCK>, nalgebra::Const<HESSIAN_BLOCK>>;
+
 /// Expectations with at least this many nodes run in parallel chunks of this size.
 const PARALLEL_CHUNK: usize = 512;
 
@@ -134,6 +138,7 @@ impl Evaluator {
             match instr {
                 Instr::Expect(block) => self.expect::<D, S>(block, registers, node, parallel)?,
                 Instr::Minimize(block) => self.minimize::<D, S>(block, registers, node)?,
+                Instr::Hessian(block) => self.hessian(block, registers, node)?,
                 plain => S::step(plain, registers)?,
             }
         }
@@ -149,7 +154,7 @@ impl Evaluator {
                 for (slot, &value) in block.node_slots.iter().zip(table.node(i)) {
                     registers[*slot] = D::from(value);
                 }
-                self.run_block::<D, S>(&block.body, registers, node * n + i, false)?;
+                self.run_block::<D, S>(&block.body, registers, node * table.full_len + table.first_index + i, false)?;
                 let mut weight = D::from(table.weights[i]);
                 if let Some(w) = block.weight {
                     weight *= registers[w];
@@ -213,13 +218,59 @@ impl Evaluator {
         Ok(())
     }
 
+    /// Second derivatives of the block's body at its point, in blocks of `HESSIAN_BLOCK`
+    /// directions by hyper-dual passes (a minimisation in the body contributes its exact
+    /// implicit-function correction). Values only: the result carries no derivatives.
+    fn hessian<D: Number>(&self, block: &HessianBlock, registers: &mut [D], node: usize) -> Result<(), EvalError> {
+        if D::NDERIV != 0 {
+            return Err(EvalError::new("`hessian` evaluated with derivatives (it is allowed only in observables)"));
+        }
+        let k = block.variable.len();
+        let point: Vec<f64> = block.point.iter().map(|s| registers[*s].re()).collect();
+        let mut local = vec![HessianNumber::from_re(0.0); block.local_count];
+        for (outer, inner) in &block.inputs {
+            local[*inner] = HessianNumber::from_re(registers[*outer].re());
+        }
+        let mut result = vec![0.0; k * k];
+        let starts: Vec<usize> = (0..k).step_by(HESSIAN_BLOCK).collect();
+        for (row_index, &row_start) in starts.iter().enumerate() {
+            // The Hessian is symmetric: blocks on and above the diagonal suffice.
+            for &col_start in &starts[row_index..] {
+                for (i, slot) in block.variable.iter().enumerate() {
+                    let mut number = HessianNumber::from_re(point[i]);
+                    if (row_start..row_start + HESSIAN_BLOCK).contains(&i) {
+                        number = number.derivative1(i - row_start);
+                    }
+                    if (col_start..col_start + HESSIAN_BLOCK).contains(&i) {
+                        number = number.derivative2(i - col_start);
+                    }
+                    local[*slot] = number;
+                }
+                self.run_block::<HessianNumber, Generic>(&block.body, &mut local, node, false)?;
+                let second = local[block.objective].eps1eps2.unwrap_generic(nalgebra::Const, nalgebra::Const);
+                for a in 0..HESSIAN_BLOCK.min(k - row_start) {
+                    for b in 0..HESSIAN_BLOCK.min(k - col_start) {
+                        let (i, j) = (row_start + a, col_start + b);
+                        result[i * k + j] = second[(a, b)];
+                        result[j * k + i] = second[(a, b)];
+                    }
+                }
+            }
+        }
+        for (slot, value) in block.dst.iter().zip(result) {
+            registers[*slot] = D::from(value);
+        }
+        Ok(())
+    }
+
     /// Per-scramble estimates of the expectations' contributions are not separable in
     /// general; error estimates instead re-run the program on each scramble group alone.
-    pub fn restricted_to_group(&self, group: usize) -> Evaluator {
+    /// Run at the values of this evaluator's last (exhaustive) run, the cut-down program
+    /// shares its minimiser caches, which hold the global minimisers at every node, and only
+    /// tracks them: the same minima, without searching again.
+    pub fn scramble_at_last_point(&self, group: usize) -> Evaluator {
         let tables = self.restricted_tables(group);
-        let caches =
-            Arc::new(self.program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect());
-        Evaluator { program: self.program.clone(), tables, caches, search: AtomicU8::new(Search::Exhaustive as u8) }
+        Evaluator { program: self.program.clone(), tables, caches: Arc::clone(&self.caches), search: AtomicU8::new(Search::Tracked as u8) }
     }
 
     /// The node tables with every multi-scramble rule cut down to scramble `group`, reweighted
@@ -240,6 +291,8 @@ impl Evaluator {
                     nodes: t.nodes[start * t.dimension..(start + per) * t.dimension].to_vec(),
                     weights: vec![1.0 / per as f64; per],
                     groups: 1,
+                    first_index: t.first_index + start,
+                    full_len: t.full_len,
                 })
             })
             .collect()
@@ -260,6 +313,7 @@ fn collect_tables(instrs: &[Instr], tables: &mut [Option<NodeTable>], table_of: 
                 collect_tables(&block.body, tables, table_of);
             }
             Instr::Minimize(block) => collect_tables(&block.body, tables, table_of),
+            Instr::Hessian(block) => collect_tables(&block.body, tables, table_of),
             _ => {}
         }
     }
@@ -330,13 +384,14 @@ pub(super) fn step<T: DualNum<Primitive = f64> + Copy + RefArith>(instr: &Instr,
                 MatrixFn::SqrtSymmetric => linalg::sqrt_symmetric(&m, n).ok_or_else(|| failed("square root"))?,
                 MatrixFn::LogDet => vec![linalg::log_determinant(&m, n).ok_or_else(|| failed("log-determinant (singular)"))?],
                 MatrixFn::Det => vec![linalg::determinant(&m, n)],
+                MatrixFn::EigenvaluesSymmetric => linalg::eigenvalues_symmetric(&m, n),
             };
             for (slot, value) in dst.iter().zip(out) {
                 r[*slot] = value;
             }
         }
-        Instr::Expect(_) | Instr::Minimize(_) => {
-            return Err(EvalError::new("an expectation or minimisation inside a minimisation body"));
+        Instr::Expect(_) | Instr::Minimize(_) | Instr::Hessian(_) => {
+            return Err(EvalError::new("an expectation, minimisation or hessian inside a minimisation body"));
         }
     }
     Ok(())

@@ -781,6 +781,7 @@ impl<'a> Inliner<'a> {
                 let body = self.convert(&minimization.body, &inner, depth + 1)?;
                 Sym::Min(Box::new(SymMin { returns_argument: minimization.returns_argument, var, dimension, body }))
             }
+            ExprKind::Hessian(_) => return Err("`hessian` has no symbolic derivative (it is allowed only in observables)".into()),
         })
     }
 }
@@ -807,6 +808,9 @@ fn all_names(expr: &Expr, out: &mut BTreeSet<String>) {
         ExprKind::Expect(x) => out.extend(x.bindings.iter().map(|b| b.var.name.clone())),
         ExprKind::Minimize(m) => {
             out.insert(m.var.name.clone());
+        }
+        ExprKind::Hessian(h) => {
+            out.insert(h.var.name.clone());
         }
         ExprKind::Var(v) => {
             out.insert(v.name.clone());
@@ -848,6 +852,11 @@ fn visit(expr: &Expr, f: &mut impl FnMut(&Expr)) {
             m.dimension.iter().for_each(|d| visit(d, f));
             m.starts.iter().for_each(|s| visit(s, f));
             visit(&m.body, f);
+        }
+        ExprKind::Hessian(h) => {
+            h.dimension.iter().for_each(|d| visit(d, f));
+            visit(&h.point, f);
+            visit(&h.body, f);
         }
     }
 }
@@ -893,6 +902,13 @@ fn free_names(expr: &Expr, bound: &mut Vec<String>, out: &mut BTreeSet<String>) 
             m.starts.iter().for_each(|s| free_names(s, bound, out));
             bound.push(m.var.name.clone());
             free_names(&m.body, bound, out);
+            bound.pop();
+        }
+        ExprKind::Hessian(h) => {
+            h.dimension.iter().for_each(|d| free_names(d, bound, out));
+            free_names(&h.point, bound, out);
+            bound.push(h.var.name.clone());
+            free_names(&h.body, bound, out);
             bound.pop();
         }
     }

@@ -360,8 +360,7 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
     let terms = terms_of.swap_remove(selected);
     let selected = fixed_points[selected].clone();
     let evaluation = |e: crate::eval::EvalError| SolveError::Evaluation(e.message);
-    let observables = problem.observables(&selected.unknowns).map_err(evaluation)?;
-    let per_scramble = problem.observables_per_scramble(&selected.unknowns).map_err(evaluation)?;
+    let (observables, per_scramble) = problem.observables_with_scrambles(&selected.unknowns).map_err(evaluation)?;
     let integration_error = integration_error(&observables, &per_scramble);
     let solution_error = if options.solution_error { solution_error(problem, &selected, &observables, options)? } else { Vec::new() };
     Ok(Solution { selected, fixed_points, failed, terms, observables, integration_error, solution_error })

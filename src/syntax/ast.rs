@@ -274,6 +274,7 @@ pub enum ExprKind {
     List(Vec<Expr>),
     Expect(Box<Expectation>),
     Minimize(Box<Minimization>),
+    Hessian(Box<HessianExpr>),
 }
 
 /// `E[z ~ N(0, 1), t ~ N(0, C); hermite(16), weight = w] { body }`
@@ -318,5 +319,15 @@ pub struct Minimization {
     pub var: Ident,
     pub dimension: Option<Expr>,
     pub starts: Vec<Expr>,
+    pub body: Expr,
+}
+
+/// `hessian y in R[2] at (p) { body }`: the matrix of second derivatives of `body` in `y` at
+/// `y = p` (values only; observables).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HessianExpr {
+    pub var: Ident,
+    pub dimension: Option<Expr>,
+    pub point: Expr,
     pub body: Expr,
 }

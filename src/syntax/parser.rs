@@ -61,6 +61,7 @@ const ITEM_KEYWORDS: &[&str] = &[
 const RESERVED: &[&str] = &[
     "model", "import", "param", "order", "conjugate", "let", "fn", "term", "observe", "extremize",
     "solve", "start", "sweep", "simulate", "report", "in", "of", "from", "as", "E", "min", "argmin",
+    "hessian",
 ];
 
 /// Parse a whole file, collecting every syntax error.
@@ -715,6 +716,10 @@ fn primary(input: Input) -> PResult<Expr> {
             return Ok((rest, spanned(ExprKind::Minimize(Box::new(minimization)), &rest)));
         }
     }
+    if let Ok((rest, _)) = keyword("hessian").parse(input) {
+        let (rest, hessian) = cut(hessian_rest).parse(rest)?;
+        return Ok((rest, spanned(ExprKind::Hessian(Box::new(hessian)), &rest)));
+    }
     // A call or a name; `min`/`max` are ordinary functions here.
     let (rest, name) = expect(
         "an expression",
@@ -847,6 +852,19 @@ fn minimization_rest(returns_argument: bool, input: Input) -> PResult<Minimizati
     Ok((input, Minimization { returns_argument, var, dimension, starts: starts.unwrap_or_default(), body }))
 }
 
+/// hessian := "hessian" ident "in" "R" ("[" expr "]")? "at" expr "{" expr "}"
+fn hessian_rest(input: Input) -> PResult<HessianExpr> {
+    let (input, var) = identifier(input)?;
+    let (input, _) = expect("`in`", keyword("in")).parse(input)?;
+    let (input, _) = expect("`R`", keyword("R")).parse(input)?;
+    let (input, dimension) = opt(delimited(symbol("["), expression, expect("`]`", symbol("]")))).parse(input)?;
+    let (input, _) = expect("`at`", keyword("at")).parse(input)?;
+    let (input, point) = expression(input)?;
+    let (input, body) = delimited(expect("`{`", symbol("{")), expression, expect("`}`", symbol("}")))
+        .parse(input)?;
+    Ok((input, HessianExpr { var, dimension, point, body }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,6 +883,18 @@ mod tests {
         let text = "term channel = alpha * E[u ~ N(0, 1), z ~ N(0, 1); hermite(16)] { min h in R from (u) { (h - u)^2/2 + h^2/(2*V) } }";
         let file = parse_model(text).unwrap();
         assert_eq!(file.items.len(), 1);
+    }
+
+    #[test]
+    fn hessian_binds_its_variable_at_a_point() {
+        let text = "observe h = hessian y in R[2] at [u, -u] { norm2(y)^2/4 }";
+        let file = parse_model(text).unwrap();
+        let Item::Observe(decl) = &file.items[0] else { panic!() };
+        let ExprKind::Hessian(hessian) = &decl.value.kind else { panic!("{decl:?}") };
+        assert_eq!(hessian.var.name, "y");
+        assert!(matches!(hessian.point.kind, ExprKind::List(_)));
+        let missing_at = parse_model("observe h = hessian y in R[2] [u, u] { y[1] }").unwrap_err();
+        assert!(missing_at[0].message.contains("`at`"), "{missing_at:?}");
     }
 
     #[test]

@@ -55,7 +55,8 @@ fn level(expr: &Expr) -> Level {
         | ExprKind::Call(..)
         | ExprKind::List(_)
         | ExprKind::Expect(_)
-        | ExprKind::Minimize(_) => Level::Primary,
+        | ExprKind::Minimize(_)
+        | ExprKind::Hessian(_) => Level::Primary,
     }
 }
 
@@ -126,6 +127,7 @@ fn write_bare(out: &mut String, expr: &Expr) {
         }
         ExprKind::Expect(expectation) => write_expectation(out, expectation),
         ExprKind::Minimize(minimization) => write_minimization(out, minimization),
+        ExprKind::Hessian(hessian) => write_hessian(out, hessian),
     }
 }
 
@@ -208,6 +210,20 @@ fn write_minimization(out: &mut String, minimization: &Minimization) {
     }
     out.push_str(" { ");
     write_expr(out, &minimization.body, Level::Sum);
+    out.push_str(" }");
+}
+
+fn write_hessian(out: &mut String, hessian: &HessianExpr) {
+    let _ = write!(out, "hessian {} in R", hessian.var.name);
+    if let Some(dimension) = &hessian.dimension {
+        out.push('[');
+        write_expr(out, dimension, Level::Sum);
+        out.push(']');
+    }
+    out.push_str(" at ");
+    write_expr(out, &hessian.point, Level::Sum);
+    out.push_str(" { ");
+    write_expr(out, &hessian.body, Level::Sum);
     out.push_str(" }");
 }
 

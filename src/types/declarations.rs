@@ -249,6 +249,13 @@ fn free_names(expr: &Expr, decls: &Declarations, out: &mut BTreeSet<String>, vis
             }
             visit(&minimization.body, out);
         }
+        ExprKind::Hessian(hessian) => {
+            if let Some(d) = &hessian.dimension {
+                visit(d, out);
+            }
+            visit(&hessian.point, out);
+            visit(&hessian.body, out);
+        }
     }
 }
 

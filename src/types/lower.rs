@@ -74,6 +74,9 @@ struct Lowerer<'a> {
     /// Product of the node counts of the enclosing expectations.
     enclosing_nodes: usize,
     inside_minimization: bool,
+    inside_hessian: bool,
+    /// Whether `hessian` may appear (observables: values only, never differentiated).
+    values_only: bool,
     call_depth: usize,
     errors: Vec<TypeError>,
 }
@@ -102,6 +105,8 @@ impl<'a> Lowerer<'a> {
             minimize_cache_sizes: Vec::new(),
             enclosing_nodes: 1,
             inside_minimization: false,
+            inside_hessian: false,
+            values_only: false,
             call_depth: 0,
             errors: Vec::new(),
         }
@@ -246,12 +251,14 @@ impl<'a> Lowerer<'a> {
         let saved_blocks = std::mem::replace(&mut self.blocks, vec![Vec::new()]);
         let saved_nodes = std::mem::replace(&mut self.enclosing_nodes, 1);
         let saved_inside = std::mem::replace(&mut self.inside_minimization, false);
+        let saved_inside_hessian = std::mem::replace(&mut self.inside_hessian, false);
         let value = self.lower(&decl.value);
         let instrs = std::mem::replace(&mut self.blocks, saved_blocks).pop().unwrap_or_default();
         self.prelude.extend(instrs);
         self.scopes = saved_scopes;
         self.enclosing_nodes = saved_nodes;
         self.inside_minimization = saved_inside;
+        self.inside_hessian = saved_inside_hessian;
         self.lets_in_progress.remove(&name);
         self.lets.insert(name, value.clone());
         value
@@ -278,6 +285,7 @@ impl<'a> Lowerer<'a> {
             ExprKind::List(items) => self.lower_list(items, expr.span),
             ExprKind::Expect(expectation) => self.lower_expectation(expectation, expr.span),
             ExprKind::Minimize(minimization) => self.lower_minimization(minimization, expr.span),
+            ExprKind::Hessian(hessian) => self.lower_hessian(hessian, expr.span),
         }
     }
 
@@ -541,7 +549,7 @@ impl<'a> Lowerer<'a> {
                 }
             }
             "sum" | "tr" | "norm2" | "logsumexp" | "softmax" | "transpose" | "diag" | "inv" | "chol"
-            | "sqrtm" | "logdet" | "det" => {
+            | "sqrtm" | "logdet" | "det" | "eigvals" => {
                 if !self.expect_arity(name, args, 1) {
                     return self.constant_value(f64::NAN);
                 }
@@ -656,10 +664,12 @@ impl<'a> Lowerer<'a> {
                     "chol" => MatrixFn::Cholesky,
                     "sqrtm" => MatrixFn::SqrtSymmetric,
                     "logdet" => MatrixFn::LogDet,
+                    "eigvals" => MatrixFn::EigenvaluesSymmetric,
                     _ => MatrixFn::Det,
                 };
                 let out_shape = match op {
                     MatrixFn::LogDet | MatrixFn::Det => Shape::Scalar,
+                    MatrixFn::EigenvaluesSymmetric => Shape::from_dims(rows, 1),
                     _ => v.shape,
                 };
                 let out = self.fresh_value(out_shape);
@@ -695,6 +705,9 @@ impl<'a> Lowerer<'a> {
     fn lower_expectation(&mut self, expectation: &Expectation, span: Span) -> Value {
         if self.inside_minimization {
             return self.error(TypeError::new(span, "an expectation cannot appear inside a minimisation"));
+        }
+        if self.inside_hessian {
+            return self.error(TypeError::new(span, "an expectation cannot appear inside a `hessian`").with_help("put the `hessian` inside the expectation"));
         }
         struct Pending {
             name: String,
@@ -919,6 +932,61 @@ impl<'a> Lowerer<'a> {
     }
 }
 
+impl Lowerer<'_> {
+    // ------------------------------------------------------------ hessian
+
+    fn lower_hessian(&mut self, hessian: &HessianExpr, span: Span) -> Value {
+        if !self.values_only {
+            return self.error(
+                TypeError::new(span, "`hessian` is allowed only in observables")
+                    .with_help("its value is computed without derivatives, so nothing that is differentiated may use it"),
+            );
+        }
+        if self.inside_minimization || self.inside_hessian {
+            let context = if self.inside_hessian { "another `hessian`" } else { "a minimisation" };
+            return self.error(TypeError::new(span, format!("a `hessian` cannot appear inside {context}")));
+        }
+        let shape = match &hessian.dimension {
+            None => Shape::Scalar,
+            Some(d) => match constant_size(d, self.params) {
+                Ok(1) => Shape::Scalar,
+                Ok(n) => Shape::Vector(n),
+                Err(e) => return self.error(e),
+            },
+        };
+        let point = self.lower(&hessian.point);
+        if point.shape != shape {
+            return self.error(TypeError::new(hessian.point.span, format!("the point must be a {shape}, found a {}", point.shape)));
+        }
+        let variable = self.fresh_value(shape);
+        self.blocks.push(Vec::new());
+        self.inside_hessian = true;
+        self.scopes.push(BTreeMap::from([(hessian.var.name.clone(), variable.clone())]));
+        let value = self.lower(&hessian.body);
+        self.scopes.pop();
+        self.inside_hessian = false;
+        let body = self.blocks.pop().expect("pushed above");
+        if value.shape != Shape::Scalar {
+            return self.error(TypeError::new(hessian.body.span, format!("a `hessian` needs a scalar body, found a {}", value.shape)));
+        }
+        let (hoisted, body) = hoist_invariant(body, &variable.slots);
+        self.blocks.last_mut().expect("a block is open").extend(hoisted);
+        let (body, local_count, inputs, local_variable, local_objective) = compact(&body, &variable.slots, value.slots[0]);
+        let k = shape.len();
+        let result = self.fresh_value(if k == 1 { Shape::Scalar } else { Shape::Matrix(k, k) });
+        self.emit(Instr::Hessian(Box::new(HessianBlock {
+            variable: local_variable,
+            body,
+            objective: local_objective,
+            inputs,
+            local_count,
+            point: point.slots,
+            dst: result.slots.clone(),
+        })));
+        result
+    }
+}
+
 fn transpose(v: &Value) -> Value {
     let (rows, cols) = v.shape.dims();
     let mut slots = Vec::with_capacity(v.slots.len());
@@ -974,7 +1042,7 @@ pub fn rule_size(components: &[Component], rule: IntegrationRule) -> usize {
 const BUILTIN_NAMES: &[&str] = &[
     "exp", "log", "log1p", "sqrt", "abs", "erf", "erfc", "H", "logH", "phi", "Phi", "sigmoid", "logsigmoid",
     "softplus", "tanh", "logcosh", "sin", "cos", "step", "sign", "max", "min", "pow", "I", "zeros", "sum", "tr", "norm2",
-    "logsumexp", "softmax", "transpose", "diag", "inv", "chol", "sqrtm", "logdet", "det", "dot", "outer",
+    "logsumexp", "softmax", "transpose", "diag", "inv", "chol", "sqrtm", "logdet", "det", "eigvals", "dot", "outer",
 ];
 
 fn unary_builtin(name: &str) -> Option<UnaryFn> {
@@ -1128,6 +1196,7 @@ pub(super) fn lower_model(
 
     // Observables may use earlier observables by name.
     let mut observe = Lowerer::new(decls, &params, imports, next_slot);
+    observe.values_only = true;
     register(&mut observe);
     let mut observables = Vec::new();
     for o in &decls.observables {
