@@ -66,3 +66,22 @@ fn both_starts_converge_where_anderson_extrapolation_was_ill_conditioned() {
     assert!(informative.iter().all(|f| f.iterations < 500), "{:?}", informative.iter().map(|f| f.iterations).collect::<Vec<_>>());
     assert!(observable(&point, "m0") > 0.95);
 }
+
+/// The replicon (de Almeida-Thouless) eigenvalue locates where the replica-symmetric
+/// prediction is exact: with label noise sigma0 = 0.5, replica symmetry breaks in the glassy
+/// window around alpha0 = 1 and is restored with more data; without noise it holds.
+#[test]
+fn replica_symmetry_breaks_around_alpha0_one_with_label_noise_only() {
+    let replicon = |alpha0: f64, sigma0: f64| {
+        let point = solve("pretrain.lra", &[("alpha0", alpha0), ("sigma0", sigma0)]);
+        let value = observable(&point, "replicon");
+        let error = point.integration_error["replicon"];
+        (value, error)
+    };
+    let (broken, error) = replicon(1.0, 0.5);
+    assert!(broken - 3.0 * error > 1.0, "alpha0 = 1, sigma0 = 0.5: replicon {broken} +- {error}");
+    for (alpha0, sigma0) in [(4.0, 0.5), (1.0, 0.0)] {
+        let (value, error) = replicon(alpha0, sigma0);
+        assert!(value + 3.0 * error < 1.0, "alpha0 = {alpha0}, sigma0 = {sigma0}: replicon {value} +- {error}");
+    }
+}
