@@ -19,6 +19,9 @@ const GRADIENT_CHUNK: usize = 16;
 const HESSIAN_BLOCK: usize = 4;
 type HessianNumber = HyperDualVec<f64, nalgebra::Const<HESSIAN_BLOCK>, nalgebra::Const<HESSIAN_BLOCK>>;
 
+/// Observables by name, with their shape and entries.
+pub type ObservableValues = Vec<(String, Shape, Vec<f64>)>;
+
 pub struct SaddleProblem {
     pub model: CheckedModel,
     energy: Evaluator,
@@ -282,8 +285,7 @@ impl SaddleProblem {
     /// Observables with the full rules, then on each independent scramble of the
     /// quasi-Monte-Carlo rules alone (empty when every rule is deterministic): their spread
     /// estimates the integration error. The scramble runs reuse the full run's minimisers.
-    #[allow(clippy::type_complexity)]
-    pub fn observables_with_scrambles(&self, x: &[f64]) -> Result<(Vec<(String, Shape, Vec<f64>)>, Vec<Vec<(String, Shape, Vec<f64>)>>), EvalError> {
+    pub fn observables_with_scrambles(&self, x: &[f64]) -> Result<(ObservableValues, Vec<ObservableValues>), EvalError> {
         // The scramble runs track what this run finds: it must search globally.
         self.observe.set_search(Search::Exhaustive);
         let full = self.observables(x)?;
