@@ -7,17 +7,13 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use num_dual::DualNum;
+use num_dual::{DualNum, HyperDualVec};
 use rayon::prelude::*;
 
 use super::inner::{self, Search};
 use super::nodes::{self, NodeTable};
 use super::{linalg, special, EvalError, Number};
 use crate::ir::*;
-
-/// Directions per hyper-dual pass of a `hessian` block.
-const HESSIAN_BLOCK: usize = 4;
-type HessianNumber = num_dual::HyperDualVec<f64, nalgebra::Const<HESSIAN_BLOCK>, nalgebra::Const<HESSIAN_BLOCK>>;
 
 /// Expectations with at least this many nodes run in parallel chunks of this size.
 const PARALLEL_CHUNK: usize = 512;
@@ -218,38 +214,56 @@ impl Evaluator {
         Ok(())
     }
 
-    /// Second derivatives of the block's body at its point, in blocks of `HESSIAN_BLOCK`
-    /// directions by hyper-dual passes (a minimisation in the body contributes its exact
-    /// implicit-function correction). Values only: the result carries no derivatives.
+    /// Second derivatives of the block's body at its point by hyper-dual passes of `B`
+    /// directions each, `B` the variable's size up to four (a minimisation in the body
+    /// contributes its exact implicit-function correction). Values only: the result carries
+    /// no derivatives.
     fn hessian<D: Number>(&self, block: &HessianBlock, registers: &mut [D], node: usize) -> Result<(), EvalError> {
         if D::NDERIV != 0 {
             return Err(EvalError::new("`hessian` evaluated with derivatives (it is allowed only in observables)"));
         }
         let k = block.variable.len();
         let point: Vec<f64> = block.point.iter().map(|s| registers[*s].re()).collect();
-        let mut local = vec![HessianNumber::from_re(0.0); block.local_count];
-        for (outer, inner) in &block.inputs {
-            local[*inner] = HessianNumber::from_re(registers[*outer].re());
+        let inputs: Vec<(usize, f64)> = block.inputs.iter().map(|(outer, inner)| (*inner, registers[*outer].re())).collect();
+        let result = match k {
+            1 => self.hessian_in_blocks::<1>(block, &point, &inputs, node)?,
+            2 => self.hessian_in_blocks::<2>(block, &point, &inputs, node)?,
+            3 => self.hessian_in_blocks::<3>(block, &point, &inputs, node)?,
+            _ => self.hessian_in_blocks::<4>(block, &point, &inputs, node)?,
+        };
+        for (slot, value) in block.dst.iter().zip(result) {
+            registers[*slot] = D::from(value);
+        }
+        Ok(())
+    }
+
+    /// The k x k Hessian, row-major, from blocks of B x B entries on and above the diagonal.
+    fn hessian_in_blocks<const B: usize>(&self, block: &HessianBlock, point: &[f64], inputs: &[(usize, f64)], node: usize) -> Result<Vec<f64>, EvalError> {
+        type Passes<const B: usize> = HyperDualVec<f64, nalgebra::Const<B>, nalgebra::Const<B>>;
+        let k = point.len();
+        let mut local = vec![Passes::<B>::from_re(0.0); block.local_count];
+        for &(inner, value) in inputs {
+            local[inner] = Passes::<B>::from_re(value);
         }
         let mut result = vec![0.0; k * k];
-        let starts: Vec<usize> = (0..k).step_by(HESSIAN_BLOCK).collect();
+        let starts: Vec<usize> = (0..k).step_by(B).collect();
         for (row_index, &row_start) in starts.iter().enumerate() {
             // The Hessian is symmetric: blocks on and above the diagonal suffice.
             for &col_start in &starts[row_index..] {
                 for (i, slot) in block.variable.iter().enumerate() {
-                    let mut number = HessianNumber::from_re(point[i]);
-                    if (row_start..row_start + HESSIAN_BLOCK).contains(&i) {
+                    let mut number = Passes::<B>::from_re(point[i]);
+                    if (row_start..row_start + B).contains(&i) {
                         number = number.derivative1(i - row_start);
                     }
-                    if (col_start..col_start + HESSIAN_BLOCK).contains(&i) {
+                    if (col_start..col_start + B).contains(&i) {
                         number = number.derivative2(i - col_start);
                     }
                     local[*slot] = number;
                 }
-                self.run_block::<HessianNumber, Generic>(&block.body, &mut local, node, false)?;
-                let second = local[block.objective].eps1eps2.unwrap_generic(nalgebra::Const, nalgebra::Const);
-                for a in 0..HESSIAN_BLOCK.min(k - row_start) {
-                    for b in 0..HESSIAN_BLOCK.min(k - col_start) {
+                self.run_block::<Passes<B>, Generic>(&block.body, &mut local, node, false)?;
+                let second = local[block.objective].eps1eps2.unwrap_generic(nalgebra::Const::<B>, nalgebra::Const::<B>);
+                for a in 0..B.min(k - row_start) {
+                    for b in 0..B.min(k - col_start) {
                         let (i, j) = (row_start + a, col_start + b);
                         result[i * k + j] = second[(a, b)];
                         result[j * k + i] = second[(a, b)];
@@ -257,10 +271,7 @@ impl Evaluator {
                 }
             }
         }
-        for (slot, value) in block.dst.iter().zip(result) {
-            registers[*slot] = D::from(value);
-        }
-        Ok(())
+        Ok(result)
     }
 
     /// Per-scramble estimates of the expectations' contributions are not separable in
