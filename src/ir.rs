@@ -217,10 +217,21 @@ pub fn hoist_invariant(body: Vec<Instr>, bound: &[Slot]) -> (Vec<Instr>, Vec<Ins
     (hoisted, kept)
 }
 
+/// A block body renumbered onto a register file of its own.
+pub struct CompactBody {
+    pub body: Vec<Instr>,
+    pub local_count: usize,
+    /// (enclosing slot, local slot) of every value the body reads from outside.
+    pub inputs: Vec<(Slot, Slot)>,
+    /// Local slots of the bound variable.
+    pub variable: Vec<Slot>,
+    /// Local slot of the body's scalar value.
+    pub value: Slot,
+}
+
 /// Renumber a plain tape onto local slots: `variable` first, then the values read from
-/// outside, then temporaries. Returns the local tape, the local slot count, the
-/// (outer, local) input pairs, and the local slots of `variable` and `objective`.
-pub fn compact(body: &[Instr], variable: &[Slot], objective: Slot) -> (Vec<Instr>, usize, Vec<(Slot, Slot)>, Vec<Slot>, Slot) {
+/// outside, then temporaries.
+pub fn compact(body: &[Instr], variable: &[Slot], objective: Slot) -> CompactBody {
     let mut local: std::collections::BTreeMap<Slot, Slot> = std::collections::BTreeMap::new();
     for &v in variable {
         let next = local.len();
@@ -286,5 +297,5 @@ pub fn compact(body: &[Instr], variable: &[Slot], objective: Slot) -> (Vec<Instr
         .collect();
     let objective_local = map(objective, &mut local);
     let variable_local = variable.iter().map(|v| local[v]).collect();
-    (renumbered, local.len(), inputs, variable_local, objective_local)
+    CompactBody { body: renumbered, local_count: local.len(), inputs, variable: variable_local, value: objective_local }
 }

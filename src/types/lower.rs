@@ -874,13 +874,9 @@ impl<'a> Lowerer<'a> {
         if self.inside_minimization {
             return self.error(TypeError::new(span, "minimisations cannot be nested"));
         }
-        let shape = match &minimization.dimension {
-            None => Shape::Scalar,
-            Some(d) => match constant_size(d, self.params) {
-                Ok(1) => Shape::Scalar,
-                Ok(n) => Shape::Vector(n),
-                Err(e) => return self.error(e),
-            },
+        let shape = match self.variable_shape(minimization.dimension.as_ref()) {
+            Ok(shape) => shape,
+            Err(e) => return self.error(e),
         };
         let mut starts = Vec::new();
         for start in &minimization.starts {
@@ -891,21 +887,10 @@ impl<'a> Lowerer<'a> {
                 starts.push(v.slots);
             }
         }
-        let variable = self.fresh_value(shape);
-        self.blocks.push(Vec::new());
-        self.inside_minimization = true;
-        self.scopes.push(BTreeMap::from([(minimization.var.name.clone(), variable.clone())]));
-        let objective = self.lower(&minimization.body);
-        self.scopes.pop();
-        self.inside_minimization = false;
-        let body = self.blocks.pop().expect("pushed above");
-        if objective.shape != Shape::Scalar {
-            return self.error(TypeError::new(minimization.body.span, format!("a minimisation needs a scalar objective, found a {}", objective.shape)));
-        }
-        // What does not depend on the variable is computed once, outside.
-        let (hoisted, body) = hoist_invariant(body, &variable.slots);
-        self.blocks.last_mut().expect("a block is open").extend(hoisted);
-        let (body, local_count, inputs, local_variable, local_objective) = compact(&body, &variable.slots, objective.slots[0]);
+        let compacted = match self.lower_bound_body(&minimization.var, shape, &minimization.body, BoundBody::Minimisation) {
+            Ok(compacted) => compacted,
+            Err(e) => return self.error(e),
+        };
         let id = self.minimize_count;
         self.minimize_count += 1;
         self.minimize_cache_sizes.push((shape.len(), self.enclosing_nodes));
@@ -917,11 +902,11 @@ impl<'a> Lowerer<'a> {
             (Some(value), None, Value { shape: Shape::Scalar, slots: vec![value] })
         };
         self.emit(Instr::Minimize(Box::new(MinimizeBlock {
-            variable: local_variable,
-            body,
-            objective: local_objective,
-            inputs,
-            local_count,
+            variable: compacted.variable,
+            body: compacted.body,
+            objective: compacted.value,
+            inputs: compacted.inputs,
+            local_count: compacted.local_count,
             starts,
             dst_value,
             dst_argument,
@@ -930,9 +915,7 @@ impl<'a> Lowerer<'a> {
         })));
         result
     }
-}
 
-impl Lowerer<'_> {
     // ------------------------------------------------------------ hessian
 
     fn lower_hessian(&mut self, hessian: &HessianExpr, span: Span) -> Value {
@@ -946,45 +929,77 @@ impl Lowerer<'_> {
             let context = if self.inside_hessian { "another `hessian`" } else { "a minimisation" };
             return self.error(TypeError::new(span, format!("a `hessian` cannot appear inside {context}")));
         }
-        let shape = match &hessian.dimension {
-            None => Shape::Scalar,
-            Some(d) => match constant_size(d, self.params) {
-                Ok(1) => Shape::Scalar,
-                Ok(n) => Shape::Vector(n),
-                Err(e) => return self.error(e),
-            },
+        let shape = match self.variable_shape(hessian.dimension.as_ref()) {
+            Ok(shape) => shape,
+            Err(e) => return self.error(e),
         };
         let point = self.lower(&hessian.point);
         if point.shape != shape {
             return self.error(TypeError::new(hessian.point.span, format!("the point must be a {shape}, found a {}", point.shape)));
         }
-        let variable = self.fresh_value(shape);
-        self.blocks.push(Vec::new());
-        self.inside_hessian = true;
-        self.scopes.push(BTreeMap::from([(hessian.var.name.clone(), variable.clone())]));
-        let value = self.lower(&hessian.body);
-        self.scopes.pop();
-        self.inside_hessian = false;
-        let body = self.blocks.pop().expect("pushed above");
-        if value.shape != Shape::Scalar {
-            return self.error(TypeError::new(hessian.body.span, format!("a `hessian` needs a scalar body, found a {}", value.shape)));
-        }
-        let (hoisted, body) = hoist_invariant(body, &variable.slots);
-        self.blocks.last_mut().expect("a block is open").extend(hoisted);
-        let (body, local_count, inputs, local_variable, local_objective) = compact(&body, &variable.slots, value.slots[0]);
+        let compacted = match self.lower_bound_body(&hessian.var, shape, &hessian.body, BoundBody::Hessian) {
+            Ok(compacted) => compacted,
+            Err(e) => return self.error(e),
+        };
         let k = shape.len();
         let result = self.fresh_value(if k == 1 { Shape::Scalar } else { Shape::Matrix(k, k) });
         self.emit(Instr::Hessian(Box::new(HessianBlock {
-            variable: local_variable,
-            body,
-            objective: local_objective,
-            inputs,
-            local_count,
+            variable: compacted.variable,
+            body: compacted.body,
+            objective: compacted.value,
+            inputs: compacted.inputs,
+            local_count: compacted.local_count,
             point: point.slots,
             dst: result.slots.clone(),
         })));
         result
     }
+
+    /// The shape of a bound variable `in R` or `in R[k]`.
+    fn variable_shape(&self, dimension: Option<&Expr>) -> Result<Shape, TypeError> {
+        match dimension {
+            None => Ok(Shape::Scalar),
+            Some(d) => constant_size(d, self.params).map(|n| if n == 1 { Shape::Scalar } else { Shape::Vector(n) }),
+        }
+    }
+
+    /// The scalar body of a minimisation or `hessian` over its bound variable, as a block of
+    /// its own: what does not depend on the variable is hoisted out (computed once), the rest
+    /// renumbered onto local slots.
+    fn lower_bound_body(&mut self, var: &Ident, shape: Shape, body: &Expr, kind: BoundBody) -> Result<CompactBody, TypeError> {
+        let variable = self.fresh_value(shape);
+        self.blocks.push(Vec::new());
+        let flag = match kind {
+            BoundBody::Minimisation => &mut self.inside_minimization,
+            BoundBody::Hessian => &mut self.inside_hessian,
+        };
+        *flag = true;
+        self.scopes.push(BTreeMap::from([(var.name.clone(), variable.clone())]));
+        let value = self.lower(body);
+        self.scopes.pop();
+        match kind {
+            BoundBody::Minimisation => self.inside_minimization = false,
+            BoundBody::Hessian => self.inside_hessian = false,
+        }
+        let instrs = self.blocks.pop().expect("pushed above");
+        if value.shape != Shape::Scalar {
+            let what = match kind {
+                BoundBody::Minimisation => "a minimisation needs a scalar objective",
+                BoundBody::Hessian => "a `hessian` needs a scalar body",
+            };
+            return Err(TypeError::new(body.span, format!("{what}, found a {}", value.shape)));
+        }
+        let (hoisted, instrs) = hoist_invariant(instrs, &variable.slots);
+        self.blocks.last_mut().expect("a block is open").extend(hoisted);
+        Ok(compact(&instrs, &variable.slots, value.slots[0]))
+    }
+}
+
+/// Which construct binds a variable over a scalar body.
+#[derive(Clone, Copy)]
+enum BoundBody {
+    Minimisation,
+    Hessian,
 }
 
 fn transpose(v: &Value) -> Value {
