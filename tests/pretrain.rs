@@ -54,6 +54,20 @@ fn the_effective_noise_is_what_pretraining_leaves_of_the_teacher() {
 }
 
 #[test]
+fn the_training_energy_observable_is_the_selected_fixed_points_energy_per_sample() {
+    // Two fixed points: the informative one is selected, the uninformative one is solved last,
+    // so the minimiser caches no longer sit at the selected point when observables are taken.
+    let point = solve("pretrain.lra", &[("alpha0", 4.0)]);
+    assert_eq!(point.fixed_points.len(), 2);
+    assert!(point.fixed_points.last().is_some_and(|f| !f.selected));
+    let train = observable(&point, "train");
+    assert!((4.0 * train - point.free_energy).abs() < 1e-12 * point.free_energy.abs(), "{train} vs {}", point.free_energy);
+    // Its integration error comes from the free energy on each scramble of the channel rule.
+    let error = point.integration_error["train"];
+    assert!(error > 0.0 && error < 1e-2 * train, "{error}");
+}
+
+#[test]
 fn both_starts_converge_where_anderson_extrapolation_was_ill_conditioned() {
     // At alpha0 = 15.47 the informed start's third Anderson step once sent q to ~2000; with
     // far-reaching extrapolations rejected it converges (to the mirror image -m of the

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates validation/lora_*: stage 0 then stage 1 (models/lora.lra, theory) against
 # finite-d simulations of the same file (pre-training, then rank-one LoRA on fresh data),
-# d = 100, 200, 400, 16 seeds; sigma0 = 0.5, sigma1 = 0, lambda0 = lambda1 = 0.01.
+# d = 100, 200, 400, 48 seeds; sigma0 = 0.5, sigma1 = 0, lambda0 = lambda1 = 0.01.
 # Each simulated seed trains LoRA from a teacher-aligned initialisation, the practitioners' one
 # (u = 0, v with i.i.d. entries of std 0.01 or 1) and a random one; "best" is the lowest
 # training objective of the four. The deviations count the theory's integration and solution
@@ -11,11 +11,11 @@ cd "$(dirname "$0")/.."
 cargo build --release
 toolkit=${TOOLKIT:-target/release/toolkit}
 mkdir -p validation/lora_alpha1 validation/lora_alpha0
-$toolkit compare models/lora.lra --d 100,200,400 --seeds 16 --set alpha0=8 --log-x --solver solution_error=1 \
+$toolkit compare models/lora.lra --d 100,200,400 --seeds 48 --set alpha0=8 --log-x --solver solution_error=1 \
   --sweep alpha1=0.25,0.5,1,2,4,8 --out validation/lora_alpha1 | tee validation/lora_alpha1/summary.txt
 # alpha0 = 1 is simulated only: its theory (a glassy stage 0, then stage 1) did not finish
 # within 50 minutes on two cores.
-$toolkit simulate models/lora.lra --d 100,200,400 --seeds 16 --set alpha1=2 --sweep alpha0=1,2,4,16 \
+$toolkit simulate models/lora.lra --d 100,200,400 --seeds 48 --set alpha1=2 --sweep alpha0=1,2,4,16 \
   --format json --out validation/lora_alpha0/simulation_with_alpha0_1.jsonl > /dev/null
-$toolkit compare models/lora.lra --d 100,200,400 --seeds 16 --set alpha1=2 --log-x --solver solution_error=1 \
+$toolkit compare models/lora.lra --d 100,200,400 --seeds 48 --set alpha1=2 --log-x --solver solution_error=1 \
   --sweep alpha0=2,4,16 --out validation/lora_alpha0 | tee validation/lora_alpha0/summary.txt

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Regenerates validation/pretrain_*: stage-0 theory (models/pretrain.lra) against finite-d
-# simulations of the same file, d = 100, 200, 400, 16 seeds, for sigma0 = 0.5 and sigma0 = 0.
+# simulations of the same file, d = 100, 200, 400, 48 seeds, for sigma0 = 0.5 and sigma0 = 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
-toolkit=target/release/toolkit
+toolkit=${TOOLKIT:-target/release/toolkit}
 for sigma in 0.5 0; do
-  $toolkit compare models/pretrain.lra --d 100,200,400 --seeds 16 --set sigma0=$sigma --set lambda0=0.01 \
+  $toolkit compare models/pretrain.lra --d 100,200,400 --seeds 48 --set sigma0=$sigma --set lambda0=0.01 \
     --sweep alpha0=0.5,1,2,4,8,16 --out validation/pretrain_alpha0_sigma$sigma | tee validation/pretrain_alpha0_sigma$sigma/summary.txt
-  $toolkit compare models/pretrain.lra --d 100,200,400 --seeds 16 --set sigma0=$sigma --set alpha0=4 \
+  $toolkit compare models/pretrain.lra --d 100,200,400 --seeds 48 --set sigma0=$sigma --set alpha0=4 \
     --sweep lambda0=0.001,0.01,0.1,1 --out validation/pretrain_lambda0_sigma$sigma | tee validation/pretrain_lambda0_sigma$sigma/summary.txt
 done

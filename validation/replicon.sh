@@ -3,7 +3,7 @@
 # fixed point (the observable `replicon`; RS is exact only below 1) next to the theory's
 # minimal training objective per sample (free energy / alpha) and the lowest training
 # objective per sample that the simulations reach (best of their initialisations, the same
-# model files with the training objective reported). About 15 minutes on two cores.
+# model files: theory observable and simulation report `train`). About 15 minutes on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
@@ -11,28 +11,21 @@ toolkit=${TOOLKIT:-target/release/toolkit}
 out=validation/replicon
 mkdir -p $out
 work=$(mktemp -d)
-# The simulate sections with one more report: the training objective per sample.
-sed 's/    report Delta = Q - M^2\/R/    report Delta = Q - M^2\/R\n    report train = train_loss/' \
-  models/pretrain.lra > "$work/pretrain.lra"
-sed 's/    report Quv = Q\[1, 2\]/    report Quv = Q[1, 2]\n    report train = train_loss/' \
-  models/lora.lra > "$work/lora.lra"
-cp models/pretrain.lra "$work/pretrain_import.lra"
-sed -i 's/import "pretrain.lra"/import "pretrain_import.lra"/' "$work/lora.lra"
 rm -f $out/*.jsonl
 # --out starts a fresh file, so each sweep writes its own and they are joined below.
 for sigma0 in 0.5 0; do
-  $toolkit run "$work/pretrain.lra" --set sigma0=$sigma0 --sweep alpha0=0.5,0.75,1,1.5,2,4,8,16 \
+  $toolkit run models/pretrain.lra --set sigma0=$sigma0 --sweep alpha0=0.5,0.75,1,1.5,2,4,8,16 \
     --no-stability --format json --out "$work/theory_pretrain_$sigma0.jsonl" > /dev/null
-  $toolkit simulate "$work/pretrain.lra" --set sigma0=$sigma0 --sweep alpha0=0.5,0.75,1,1.5,2,4,8,16 \
+  $toolkit simulate models/pretrain.lra --set sigma0=$sigma0 --sweep alpha0=0.5,0.75,1,1.5,2,4,8,16 \
     --d 200,400 --seeds 16 --format json --out "$work/simulation_pretrain_$sigma0.jsonl" > /dev/null
 done
-$toolkit run "$work/lora.lra" --sweep alpha1=0.25,0.5,1,2,4,8 --no-stability --format json \
+$toolkit run models/lora.lra --sweep alpha1=0.25,0.5,1,2,4,8 --no-stability --format json \
   --out "$work/theory_lora_alpha1.jsonl" > /dev/null
-$toolkit run "$work/lora.lra" --set alpha1=2 --sweep alpha0=2,4,16 --no-stability --format json \
+$toolkit run models/lora.lra --set alpha1=2 --sweep alpha0=2,4,16 --no-stability --format json \
   --out "$work/theory_lora_alpha0.jsonl" > /dev/null
-$toolkit simulate "$work/lora.lra" --sweep alpha1=0.25,0.5,1,2,4,8 --d 200,400 --seeds 16 \
+$toolkit simulate models/lora.lra --sweep alpha1=0.25,0.5,1,2,4,8 --d 200,400 --seeds 16 \
   --format json --out "$work/simulation_lora_alpha1.jsonl" > /dev/null
-$toolkit simulate "$work/lora.lra" --set alpha1=2 --sweep alpha0=2,4,16 --d 200,400 --seeds 16 \
+$toolkit simulate models/lora.lra --set alpha1=2 --sweep alpha0=2,4,16 --d 200,400 --seeds 16 \
   --format json --out "$work/simulation_lora_alpha0.jsonl" > /dev/null
 for kind in theory simulation; do
   cat "$work/${kind}_pretrain_0.5.jsonl" "$work/${kind}_pretrain_0.jsonl" > $out/${kind}_pretrain.jsonl

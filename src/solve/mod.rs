@@ -201,8 +201,9 @@ pub fn model_starts(problem: &SaddleProblem) -> Vec<(String, Vec<f64>)> {
         .collect()
 }
 
-/// Prints one line per solver iteration to stderr (`trace = 1`).
+/// Prints one line per solver iteration to stderr (`trace = 1`): the change and the iterate.
 struct IterationTrace {
+    unknowns: Vec<String>,
     start: String,
     clock: std::time::Instant,
 }
@@ -210,11 +211,15 @@ struct IterationTrace {
 impl argmin::core::observers::Observe<solvers::SaddleState> for IterationTrace {
     fn observe_iter(&mut self, state: &solvers::SaddleState, _kv: &argmin::core::KV) -> Result<(), argmin::core::Error> {
         eprintln!(
-            "start `{}`: iteration {:>4}  change {:.3e}  {:.2} s",
+            "start `{}`: iteration {:>4}  change {:.3e}  {:.2} s  {}",
             self.start,
             state.get_iter(),
             state.get_cost(),
-            self.clock.elapsed().as_secs_f64()
+            self.clock.elapsed().as_secs_f64(),
+            state
+                .get_param()
+                .map(|x| self.unknowns.iter().zip(x).map(|(name, v)| format!("{name} = {v:.6}")).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
         );
         Ok(())
     }
@@ -248,7 +253,7 @@ enum Reached {
 fn run_solver(problem: &SaddleProblem, name: &str, start: &[f64], options: &SolverOptions, known: &[Vec<f64>]) -> Result<Reached, String> {
     let mut x0 = start.to_vec();
     project(&mut x0, &problem.model);
-    let trace = options.trace.then(|| IterationTrace { start: name.to_string(), clock: std::time::Instant::now() });
+    let trace = options.trace.then(|| IterationTrace { unknowns: problem.model.unknown_labels.clone(), start: name.to_string(), clock: std::time::Instant::now() });
     let state = match options.method {
         Method::FixedPoint => {
             let mut solver = FixedPoint::new(options.damping, options.tolerance, options.anderson);
@@ -281,6 +286,7 @@ fn run_solver(problem: &SaddleProblem, name: &str, start: &[f64], options: &Solv
 pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], options: &SolverOptions, stability: bool) -> Result<Solution, SolveError> {
     let mut fixed_points: Vec<FixedPointReport> = Vec::new();
     let mut terms_of: Vec<Vec<(String, f64)>> = Vec::new();
+    let mut free_energies_for_observables = Vec::new();
     let mut failed = Vec::new();
     for (name, start) in starts {
         let known: Vec<Vec<f64>> = fixed_points.iter().map(|f| f.unknowns.clone()).collect();
@@ -296,9 +302,9 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
         // The solver's last sweep was exhaustive at a point within its tolerance of x: the
         // cached minimisers are the global ones, so tracking them is exact and cheaper.
         problem.set_search(Search::Tracked);
-        let check = problem.gradient(&x).and_then(|g| Ok((g, problem.energy(&x)?)));
+        let check = problem.gradient(&x).and_then(|g| Ok((g, problem.energy(&x)?, problem.free_energy_for_observables(&x)?)));
         problem.set_search(Search::Exhaustive);
-        let (gradient, energy) = match check {
+        let (gradient, energy, free_energy_for_observables) = match check {
             Ok(found) => found,
             Err(e) => {
                 failed.push(FailedStart { start: name.clone(), reason: e.message });
@@ -333,6 +339,7 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
             (None, None)
         };
         terms_of.push(energy.terms);
+        free_energies_for_observables.push(free_energy_for_observables);
         fixed_points.push(FixedPointReport {
             start: name.clone(),
             unknowns: x,
@@ -358,9 +365,10 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
         }
     }
     let terms = terms_of.swap_remove(selected);
+    let free_energy = free_energies_for_observables.swap_remove(selected);
     let selected = fixed_points[selected].clone();
     let evaluation = |e: crate::eval::EvalError| SolveError::Evaluation(e.message);
-    let (observables, per_scramble) = problem.observables_with_scrambles(&selected.unknowns).map_err(evaluation)?;
+    let (observables, per_scramble) = problem.observables_with_scrambles(&selected.unknowns, free_energy.as_ref()).map_err(evaluation)?;
     let integration_error = integration_error(&observables, &per_scramble);
     let solution_error = if options.solution_error { solution_error(problem, &selected, &observables, options)? } else { Vec::new() };
     Ok(Solution { selected, fixed_points, failed, terms, observables, integration_error, solution_error })

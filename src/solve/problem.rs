@@ -44,6 +44,14 @@ struct GradientMemo {
     gradient: Vec<f64>,
 }
 
+/// The free energy at one point with the full rules, and on each scramble of the
+/// observables' quasi-Monte-Carlo rules (empty when they have none).
+#[derive(Debug, Clone)]
+pub struct FreeEnergyOnScrambles {
+    pub full: f64,
+    pub on_scramble: Vec<f64>,
+}
+
 /// Values of one evaluation of the terms.
 #[derive(Debug, Clone)]
 pub struct EnergyTerms {
@@ -267,12 +275,18 @@ impl SaddleProblem {
         self.hessian_on(&self.coupling_slice, x, &self.orders, &self.conjugates)
     }
 
-    pub fn observables(&self, x: &[f64]) -> Result<Vec<(String, Shape, Vec<f64>)>, EvalError> {
-        self.observables_with(&self.observe, x)
+    /// Observables at `x`; an observable that reads `free_energy` gets the free energy at `x`
+    /// with the current search for inner minimisers.
+    pub fn observables(&self, x: &[f64]) -> Result<ObservableValues, EvalError> {
+        let free_energy = if self.model.free_energy_slot.is_some() { self.energy(x)?.total } else { f64::NAN };
+        self.observables_with(&self.observe, x, free_energy)
     }
 
-    pub fn observables_with(&self, evaluator: &Evaluator, x: &[f64]) -> Result<Vec<(String, Shape, Vec<f64>)>, EvalError> {
+    fn observables_with(&self, evaluator: &Evaluator, x: &[f64], free_energy: f64) -> Result<ObservableValues, EvalError> {
         let mut registers = self.registers(&evaluator.program, x);
+        if let Some(slot) = self.model.free_energy_slot {
+            registers[slot] = free_energy;
+        }
         evaluator.run(&mut registers)?;
         Ok(self
             .model
@@ -282,18 +296,53 @@ impl SaddleProblem {
             .collect())
     }
 
+    /// What observables that read `free_energy` need at a fixed point: the free energy with
+    /// the full rules and on each scramble that the observables' integration error uses.
+    /// `None` when no observable reads it. The inner minimisers are tracked from the caches,
+    /// so call this while they hold the global minimisers at `x` (right after a solve).
+    pub fn free_energy_for_observables(&self, x: &[f64]) -> Result<Option<FreeEnergyOnScrambles>, EvalError> {
+        if self.model.free_energy_slot.is_none() {
+            return Ok(None);
+        }
+        let full = self.energy(x)?.total;
+        let groups = self.observe.scramble_groups();
+        let on_scramble = if groups <= 1 {
+            Vec::new()
+        } else {
+            (0..groups)
+                .map(|g| {
+                    let evaluator = self.energy.scramble_at_last_point(g);
+                    let mut registers = self.registers(&evaluator.program, x);
+                    evaluator.run(&mut registers)?;
+                    Ok(self.model.terms.iter().map(|t| registers[t.slots[0]]).sum())
+                })
+                .collect::<Result<_, EvalError>>()?
+        };
+        Ok(Some(FreeEnergyOnScrambles { full, on_scramble }))
+    }
+
     /// Observables with the full rules, then on each independent scramble of the
     /// quasi-Monte-Carlo rules alone (empty when every rule is deterministic): their spread
     /// estimates the integration error. The scramble runs reuse the full run's minimisers.
-    pub fn observables_with_scrambles(&self, x: &[f64]) -> Result<(ObservableValues, Vec<ObservableValues>), EvalError> {
+    /// `free_energy` comes from [`Self::free_energy_for_observables`] at the same point.
+    pub fn observables_with_scrambles(
+        &self,
+        x: &[f64],
+        free_energy: Option<&FreeEnergyOnScrambles>,
+    ) -> Result<(ObservableValues, Vec<ObservableValues>), EvalError> {
         // The scramble runs track what this run finds: it must search globally.
         self.observe.set_search(Search::Exhaustive);
-        let full = self.observables(x)?;
+        let full = self.observables_with(&self.observe, x, free_energy.map_or(f64::NAN, |f| f.full))?;
         let groups = self.observe.scramble_groups();
         if groups <= 1 {
             return Ok((full, Vec::new()));
         }
-        let per_scramble = (0..groups).map(|g| self.observables_with(&self.observe.scramble_at_last_point(g), x)).collect::<Result<_, _>>()?;
+        let per_scramble = (0..groups)
+            .map(|g| {
+                let energy = free_energy.map_or(f64::NAN, |f| f.on_scramble[g]);
+                self.observables_with(&self.observe.scramble_at_last_point(g), x, energy)
+            })
+            .collect::<Result<_, _>>()?;
         Ok((full, per_scramble))
     }
 

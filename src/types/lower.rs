@@ -10,6 +10,10 @@ use super::{CheckedModel, Exports, NamedOutput, ParamValue, Role, Shape, TypeErr
 use crate::ir::*;
 use crate::syntax::*;
 
+/// The name under which observables read the free energy at the selected fixed point (the
+/// same name under which importers read an imported model's free energy).
+pub const FREE_ENERGY: &str = "free_energy";
+
 /// A lowered value: its shape and the slots holding its entries, row-major.
 #[derive(Debug, Clone, PartialEq)]
 struct Value {
@@ -77,6 +81,10 @@ struct Lowerer<'a> {
     inside_hessian: bool,
     /// Whether `hessian` may appear (observables: values only, never differentiated).
     values_only: bool,
+    /// Observables only: the slot that holds the free energy at the fixed point, and whether
+    /// an observable read it.
+    free_energy: Option<Slot>,
+    reads_free_energy: bool,
     call_depth: usize,
     errors: Vec<TypeError>,
 }
@@ -107,6 +115,8 @@ impl<'a> Lowerer<'a> {
             inside_minimization: false,
             inside_hessian: false,
             values_only: false,
+            free_energy: None,
+            reads_free_energy: false,
             call_depth: 0,
             errors: Vec::new(),
         }
@@ -209,6 +219,16 @@ impl<'a> Lowerer<'a> {
         }
         if let Some(decl) = self.decls.lets.get(&ident.name) {
             return self.lower_let(decl);
+        }
+        if ident.name == FREE_ENERGY {
+            if let Some(slot) = self.free_energy {
+                self.reads_free_energy = true;
+                return Value { shape: Shape::Scalar, slots: vec![slot] };
+            }
+            return self.error(
+                TypeError::new(ident.span, "`free_energy` can be read only in observables")
+                    .with_help("it is the sum of the terms at the selected fixed point; a term cannot depend on it"),
+            );
         }
         if self.decls.functions.contains_key(&ident.name) {
             return self.error(TypeError::new(
@@ -1209,9 +1229,10 @@ pub(super) fn lower_model(
     let instrs = energy.blocks.pop().unwrap_or_default();
     let energy_program = energy.into_program(instrs);
 
-    // Observables may use earlier observables by name.
+    // Observables may use earlier observables by name, and the free energy.
     let mut observe = Lowerer::new(decls, &params, imports, next_slot);
     observe.values_only = true;
+    observe.free_energy = Some(observe.fresh());
     register(&mut observe);
     let mut observables = Vec::new();
     for o in &decls.observables {
@@ -1220,6 +1241,7 @@ pub(super) fn lower_model(
         observables.push(NamedOutput { name: o.name.name.clone(), shape: value.shape, slots: value.slots, doc: o.doc.clone() });
     }
     errors.append(&mut observe.errors);
+    let free_energy_slot = observe.free_energy.filter(|_| observe.reads_free_energy);
     let instrs = observe.blocks.pop().unwrap_or_default();
     let observe_program = observe.into_program(instrs);
 
@@ -1256,6 +1278,7 @@ pub(super) fn lower_model(
         terms,
         observe: observe_program,
         observables,
+        free_energy_slot,
         starts,
     })
 }

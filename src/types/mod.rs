@@ -97,6 +97,9 @@ pub struct CheckedModel {
     pub terms: Vec<NamedOutput>,
     pub observe: Program,
     pub observables: Vec<NamedOutput>,
+    /// The slot of the observables' program that must hold the free energy (the sum of the
+    /// terms) at the fixed point; `None` when no observable reads `free_energy`.
+    pub free_energy_slot: Option<Slot>,
     /// Starting points by name; each gives some unknown entries (the rest use defaults).
     pub starts: Vec<(String, Vec<Option<f64>>)>,
 }
