@@ -302,7 +302,11 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
         // The solver's last sweep was exhaustive at a point within its tolerance of x: the
         // cached minimisers are the global ones, so tracking them is exact and cheaper.
         problem.set_search(Search::Tracked);
-        let check = problem.gradient(&x).and_then(|g| Ok((g, problem.energy(&x)?, problem.free_energy_for_observables(&x)?)));
+        let check = problem.gradient(&x).and_then(|g| {
+            let energy = problem.energy(&x)?;
+            let for_observables = problem.free_energy_for_observables(&x, energy.total)?;
+            Ok((g, energy, for_observables))
+        });
         problem.set_search(Search::Exhaustive);
         let (gradient, energy, free_energy_for_observables) = match check {
             Ok(found) => found,

@@ -296,15 +296,15 @@ impl SaddleProblem {
             .collect())
     }
 
-    /// What observables that read `free_energy` need at a fixed point: the free energy with
-    /// the full rules and on each scramble that the observables' integration error uses.
-    /// `None` when no observable reads it. The inner minimisers are tracked from the caches,
-    /// so call this while they hold the global minimisers at `x` (right after a solve).
-    pub fn free_energy_for_observables(&self, x: &[f64]) -> Result<Option<FreeEnergyOnScrambles>, EvalError> {
+    /// What observables that read `free_energy` need at a fixed point: the free energy `full`
+    /// (with the full rules, already known) and its value on each scramble that the
+    /// observables' integration error uses. `None` when no observable reads it. The inner
+    /// minimisers are tracked from the caches, so call this while they hold the global
+    /// minimisers at `x` (right after a solve).
+    pub fn free_energy_for_observables(&self, x: &[f64], full: f64) -> Result<Option<FreeEnergyOnScrambles>, EvalError> {
         if self.model.free_energy_slot.is_none() {
             return Ok(None);
         }
-        let full = self.energy(x)?.total;
         let groups = self.observe.scramble_groups();
         let on_scramble = if groups <= 1 {
             Vec::new()
