@@ -298,8 +298,9 @@ pub fn write_svg(
 /// run, then one line per initialisation at the largest dimension (labelled `init <name>`
 /// in the `run` column). Each line gives the number of simulation points compared with
 /// theory (those with `x` inside the theory range), the largest `|deviation_in_sem|` (over
-/// points with a positive sem) and the mean absolute deviation `|mean - theory|` of the
-/// simulation means. `-` marks an undefined entry.
+/// points with a positive sem), the swept value where it occurs, how many of those points lie
+/// within [`AGREEMENT_IN_SEM`] standard errors, and the mean absolute deviation
+/// `|mean - theory|` of the simulation means. `-` marks an undefined entry.
 pub fn summary(comparison: &Comparison) -> String {
     let swept = swept_name(comparison);
     let observables = unique_observables(comparison);
@@ -331,9 +332,11 @@ pub fn summary(comparison: &Comparison) -> String {
         "run".to_string(),
         "compared".to_string(),
         "max|dev|/sem".to_string(),
+        format!("at {swept}"),
+        format!("within {AGREEMENT_IN_SEM}"),
         "mean|sim-theory|".to_string(),
     ];
-    let mut rows: Vec<[String; 6]> = Vec::new();
+    let mut rows: Vec<[String; 8]> = Vec::new();
     for obs in observables {
         let curve = TheoryCurve::new(comparison, obs);
         let sims = simulation_points(comparison, obs);
@@ -348,6 +351,8 @@ pub fn summary(comparison: &Comparison) -> String {
                 "-".into(),
                 "-".into(),
                 note.into(),
+                String::new(),
+                String::new(),
                 String::new(),
                 String::new(),
             ]);
@@ -384,6 +389,8 @@ pub fn summary(comparison: &Comparison) -> String {
                 format!("{}/{}", dev.compared, dev.total),
                 dev.max_in_sem
                     .map_or_else(|| "-".into(), |m| format!("{m:.2}")),
+                dev.worst_x.map_or_else(|| "-".into(), |x| format!("{x}")),
+                format!("{}/{}", dev.within, dev.with_deviation),
                 mean_abs,
             ]);
         }
@@ -417,6 +424,10 @@ pub fn summary(comparison: &Comparison) -> String {
     out
 }
 
+/// Deviations (in combined standard errors) up to which a simulation point counts as
+/// agreeing with the theory in the summary.
+pub const AGREEMENT_IN_SEM: f64 = 3.0;
+
 /// Deviation statistics of one series (one summary line).
 #[derive(Default)]
 struct Deviations {
@@ -426,6 +437,11 @@ struct Deviations {
     total: usize,
     /// Largest `|deviation_in_sem|`, if any point has a positive sem.
     max_in_sem: Option<f64>,
+    /// The swept value of the largest deviation.
+    worst_x: Option<f64>,
+    /// Points with a deviation, and those within [`AGREEMENT_IN_SEM`].
+    with_deviation: usize,
+    within: usize,
     /// Sum of `|mean - theory|` over the compared points.
     sum_abs: f64,
 }
@@ -442,7 +458,14 @@ impl Deviations {
         }
         if let Some(dev) = p.deviation_in_sem(curve) {
             let dev = dev.abs();
-            self.max_in_sem = Some(self.max_in_sem.map_or(dev, |m| m.max(dev)));
+            self.with_deviation += 1;
+            if dev <= AGREEMENT_IN_SEM {
+                self.within += 1;
+            }
+            if self.max_in_sem.is_none_or(|m| dev > m) {
+                self.max_in_sem = Some(dev);
+                self.worst_x = Some(p.x);
+            }
         }
     }
 }
@@ -1291,14 +1314,15 @@ mod tests {
         ));
         let lines: Vec<&str> = s.lines().collect();
         assert!(lines[1].starts_with("observable"));
-        // m, d = 100: one of two finite points inside the range, |dev| = 2, |diff| = 0.5.
+        // m, d = 100: one of two finite points inside the range, |dev| = 2 at alpha = 0.5
+        // (within 3 sem), |diff| = 0.5.
         let m100: Vec<&str> = lines[2].split_whitespace().collect();
-        assert_eq!(m100, ["m", "100", "best", "1/2", "2.00", "0.5000"]);
+        assert_eq!(m100, ["m", "100", "best", "1/2", "2.00", "0.5", "1/1", "0.5000"]);
         let m400: Vec<&str> = lines[3].split_whitespace().collect();
-        assert_eq!(m400, ["m", "400", "best", "1/1", "2.00", "0.5000"]);
-        // q, d = 400: sem == 0, so no max deviation, but a mean deviation of 0.
+        assert_eq!(m400, ["m", "400", "best", "1/1", "2.00", "1.5", "1/1", "0.5000"]);
+        // q, d = 400: sem == 0, so no deviation in sem, but a mean deviation of 0.
         let q400: Vec<&str> = lines[5].split_whitespace().collect();
-        assert_eq!(q400, ["q", "400", "best", "1/1", "-", "0"]);
+        assert_eq!(q400, ["q", "400", "best", "1/1", "-", "-", "0/0", "0"]);
         assert_eq!(lines.len(), 6);
         assert_eq!(s, summary(&linear_example()));
 
@@ -1440,16 +1464,17 @@ mod tests {
             .iter()
             .map(|l| l.split_whitespace().collect())
             .collect();
-        assert_eq!(rows[0], ["m", "100", "best", "1/2", "2.00", "0.5000"]);
-        assert_eq!(rows[1], ["m", "400", "best", "1/1", "2.00", "0.5000"]);
-        // lora: (5 - 4) / 0.25 = 4; teacher: (3.75 - 4) / 0.25 = -1. Not lora at d = 100.
+        assert_eq!(rows[0], ["m", "100", "best", "1/2", "2.00", "0.5", "1/1", "0.5000"]);
+        assert_eq!(rows[1], ["m", "400", "best", "1/1", "2.00", "1.5", "1/1", "0.5000"]);
+        // lora: (5 - 4) / 0.25 = 4, beyond 3 sem; teacher: (3.75 - 4) / 0.25 = -1. Not lora at
+        // d = 100.
         assert_eq!(
             rows[2],
-            ["m", "400", "init", "lora", "1/1", "4.00", "1.000"]
+            ["m", "400", "init", "lora", "1/1", "4.00", "1.5", "0/1", "1.000"]
         );
         assert_eq!(
             rows[3],
-            ["m", "400", "init", "teacher", "1/1", "1.00", "0.2500"]
+            ["m", "400", "init", "teacher", "1/1", "1.00", "1.5", "1/1", "0.2500"]
         );
         assert_eq!(rows[4][..3], ["q", "100", "best"]);
         assert_eq!(rows[6][..4], ["q", "400", "init", "lora"]);
