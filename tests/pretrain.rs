@@ -68,6 +68,15 @@ fn the_training_energy_observable_is_the_selected_fixed_points_energy_per_sample
 }
 
 #[test]
+fn without_label_noise_and_with_a_tiny_ridge_the_teacher_is_recovered() {
+    // The informative fixed point has q - m^2/rho0 -> 0. Extrapolated steps with qh < 0 used
+    // to leave q >= m^2/rho0, the informed start then cycled and m = 0 was selected.
+    let point = solve("pretrain.lra", &[("alpha0", 4.0), ("sigma0", 0.0), ("lambda0", 0.001)]);
+    assert!(observable(&point, "m0") > 0.99, "{}", observable(&point, "m0"));
+    assert!(observable(&point, "Delta") < 1e-4);
+}
+
+#[test]
 fn both_starts_converge_where_anderson_extrapolation_was_ill_conditioned() {
     // At alpha0 = 15.47 the informed start's third Anderson step once sent q to ~2000; with
     // far-reaching extrapolations rejected it converges (to the mirror image -m of the
