@@ -216,10 +216,7 @@ impl argmin::core::observers::Observe<solvers::SaddleState> for IterationTrace {
             state.get_iter(),
             state.get_cost(),
             self.clock.elapsed().as_secs_f64(),
-            state
-                .get_param()
-                .map(|x| self.unknowns.iter().zip(x).map(|(name, v)| format!("{name} = {v:.6}")).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default()
+            state.get_param().map(|x| problem::describe_unknowns(&self.unknowns, x)).unwrap_or_default()
         );
         Ok(())
     }

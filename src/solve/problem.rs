@@ -347,14 +347,13 @@ impl SaddleProblem {
     }
 
     pub fn describe(&self, x: &[f64]) -> String {
-        self.model
-            .unknown_labels
-            .iter()
-            .zip(x)
-            .map(|(l, v)| format!("{l} = {v:.6}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        describe_unknowns(&self.model.unknown_labels, x)
     }
+}
+
+/// `q = 0.500000, V = 1.000000, ...`: unknowns by label, for messages and traces.
+pub fn describe_unknowns(labels: &[String], x: &[f64]) -> String {
+    labels.iter().zip(x).map(|(l, v)| format!("{l} = {v:.6}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Which unknowns each term depends on (forward data flow over the top-level tape).
