@@ -299,13 +299,9 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
         // The solver's last sweep was exhaustive at a point within its tolerance of x: the
         // cached minimisers are the global ones, so tracking them is exact and cheaper.
         problem.set_search(Search::Tracked);
-        let check = problem.gradient(&x).and_then(|g| {
-            let energy = problem.energy(&x)?;
-            let for_observables = problem.free_energy_for_observables(&x, energy.total)?;
-            Ok((g, energy, for_observables))
-        });
+        let check = problem.gradient(&x).and_then(|g| Ok((g, problem.energy(&x)?)));
         problem.set_search(Search::Exhaustive);
-        let (gradient, energy, free_energy_for_observables) = match check {
+        let (gradient, energy) = match check {
             Ok(found) => found,
             Err(e) => {
                 failed.push(FailedStart { start: name.clone(), reason: e.message });
@@ -331,6 +327,18 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
         if duplicate {
             continue;
         }
+        // Still at x with the global minimisers cached: observables that read the free energy
+        // get it on every scramble now, tracked.
+        problem.set_search(Search::Tracked);
+        let for_observables = problem.free_energy_for_observables(&x, energy.total);
+        problem.set_search(Search::Exhaustive);
+        let free_energy_for_observables = match for_observables {
+            Ok(found) => found,
+            Err(e) => {
+                failed.push(FailedStart { start: name.clone(), reason: e.message });
+                continue;
+            }
+        };
         let (radius, stable) = if stability && !problem.orders.is_empty() {
             match solvers::iteration_spectral_radius(problem, &x) {
                 Ok(r) => (Some(r), Some(r < 1.0)),

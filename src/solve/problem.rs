@@ -143,8 +143,14 @@ impl SaddleProblem {
     }
 
     pub fn energy(&self, x: &[f64]) -> Result<EnergyTerms, EvalError> {
-        let mut registers = self.registers(&self.energy.program, x);
-        self.energy.run(&mut registers)?;
+        self.energy_with(&self.energy, x)
+    }
+
+    /// The terms at `x` evaluated by `evaluator` (the free energy's, or one restricted to a
+    /// scramble).
+    fn energy_with(&self, evaluator: &Evaluator, x: &[f64]) -> Result<EnergyTerms, EvalError> {
+        let mut registers = self.registers(&evaluator.program, x);
+        evaluator.run(&mut registers)?;
         let terms: Vec<(String, f64)> =
             self.model.terms.iter().map(|t| (t.name.clone(), registers[t.slots[0]])).collect();
         let total = terms.iter().map(|t| t.1).sum();
@@ -310,12 +316,7 @@ impl SaddleProblem {
             Vec::new()
         } else {
             (0..groups)
-                .map(|g| {
-                    let evaluator = self.energy.scramble_at_last_point(g);
-                    let mut registers = self.registers(&evaluator.program, x);
-                    evaluator.run(&mut registers)?;
-                    Ok(self.model.terms.iter().map(|t| registers[t.slots[0]]).sum())
-                })
+                .map(|g| Ok(self.energy_with(&self.energy.scramble_at_last_point(g), x)?.total))
                 .collect::<Result<_, EvalError>>()?
         };
         Ok(Some(FreeEnergyOnScrambles { full, on_scramble }))
