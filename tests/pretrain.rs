@@ -108,3 +108,19 @@ fn replica_symmetry_breaks_around_alpha0_one_with_label_noise_only() {
         assert!(value + 3.0 * error < 1.0, "alpha0 = {alpha0}, sigma0 = {sigma0}: replicon {value} +- {error}");
     }
 }
+
+#[test]
+fn what_a_start_reaches_does_not_depend_on_the_starts_run_before_it() {
+    // Alone, `uninformed` runs after `informed`. Given first (as a warm start), the same
+    // vector must reach the same fixed point, to the last bits.
+    let loaded = toolkit::pipeline::load(&common::model_path("pretrain.lra")).unwrap();
+    let overrides = [("alpha0".to_string(), 4.0)].into_iter().collect();
+    let options = toolkit::pipeline::RunOptions { solver: Vec::new(), stability: false };
+    let uninformed_start = vec![0.0, 0.5, 1.0, 0.0, 1.0, 1.0];
+    let after_informed = toolkit::pipeline::solve(&loaded, &overrides, &options, &[]).unwrap();
+    let first = toolkit::pipeline::solve(&loaded, &overrides, &options, &[uninformed_start]).unwrap();
+    let reached = |point: &toolkit::pipeline::PointResult, start: &str| {
+        point.fixed_points.iter().find(|f| f.start == start).map(|f| f.order_parameters.clone()).unwrap()
+    };
+    assert_eq!(reached(&first, "warm1"), reached(&after_informed, "uninformed"));
+}

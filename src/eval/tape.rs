@@ -5,7 +5,7 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use num_dual::{DualNum, HyperDualVec};
 use rayon::prelude::*;
@@ -60,6 +60,13 @@ impl MinimizerCache {
             cell.store(gap.to_bits(), Ordering::Relaxed);
         }
     }
+    /// Forget every minimiser, gap and switch count, as if never searched.
+    pub fn clear(&self) {
+        for cell in self.values.iter().chain(&self.gaps) {
+            cell.store(f64::NAN.to_bits(), Ordering::Relaxed);
+        }
+        self.switches.store(0, Ordering::Relaxed);
+    }
     pub fn set(&self, node: usize, minimizer: &[f64]) {
         let start = node * self.dimension;
         if let Some(slice) = self.values.get(start..start + self.dimension) {
@@ -80,6 +87,13 @@ pub struct Evaluator {
     /// How inner minimisations search (an `inner::Search` as u8): tracking the cached
     /// minimisers between exhaustive sweeps is several times cheaper.
     search: AtomicU8,
+    /// Means of the top-level expectations over each scramble of their rules in the last f64
+    /// run, by block id (one group for a deterministic rule). A run on one scramble alone
+    /// gives those expectations exactly these values, so it can be replayed without a
+    /// second pass over the nodes.
+    scramble_means: Arc<Mutex<Vec<Option<Vec<Vec<f64>>>>>>,
+    /// Set on a replay: top-level expectations take their recorded means on this scramble.
+    replayed_scramble: Option<usize>,
 }
 
 impl Evaluator {
@@ -87,7 +101,15 @@ impl Evaluator {
         let mut tables: Vec<Option<NodeTable>> = vec![None; program.expect_count];
         collect_tables(&program.instrs, &mut tables, &|block| nodes::build(&block.components, block.rule));
         let caches = Arc::new(program.minimize_cache_sizes.iter().map(|&(dim, nodes)| MinimizerCache::new(dim, nodes)).collect());
-        Evaluator { program, tables, caches, search: AtomicU8::new(Search::Exhaustive as u8) }
+        let blocks = program.expect_count;
+        Evaluator {
+            program,
+            tables,
+            caches,
+            search: AtomicU8::new(Search::Exhaustive as u8),
+            scramble_means: Arc::new(Mutex::new(vec![None; blocks])),
+            replayed_scramble: None,
+        }
     }
 
     /// An evaluator of `program`, a slice of `whole`'s program, that shares `whole`'s
@@ -98,7 +120,15 @@ impl Evaluator {
         collect_tables(&program.instrs, &mut tables, &|block| {
             whole.tables[block.id].clone().unwrap_or_else(|| nodes::build(&block.components, block.rule))
         });
-        Evaluator { program, tables, caches: Arc::clone(&whole.caches), search: AtomicU8::new(Search::Exhaustive as u8) }
+        let blocks = program.expect_count;
+        Evaluator {
+            program,
+            tables,
+            caches: Arc::clone(&whole.caches),
+            search: AtomicU8::new(Search::Exhaustive as u8),
+            scramble_means: Arc::new(Mutex::new(vec![None; blocks])),
+            replayed_scramble: None,
+        }
     }
 
     pub fn set_search(&self, search: Search) {
@@ -117,6 +147,11 @@ impl Evaluator {
     /// cached minimiser) since the last call, over all caches.
     pub fn take_basin_switches(&self) -> u64 {
         self.caches.iter().map(MinimizerCache::take_switches).sum()
+    }
+
+    /// Empty every minimiser cache (shared with the slices of this program).
+    pub fn clear_caches(&self) {
+        self.caches.iter().for_each(MinimizerCache::clear);
     }
 
     /// Run the whole program on a register file whose unknown slots are already set.
@@ -143,9 +178,27 @@ impl Evaluator {
 
     fn expect<D: Number, S: Interpreter<D>>(&self, block: &ExpectBlock, registers: &mut [D], node: usize, parallel: bool) -> Result<(), EvalError> {
         let table = self.tables[block.id].as_ref().ok_or_else(|| EvalError::new("an expectation without its node table"))?;
+        // Only top-level expectations (run with `parallel`) execute once per run.
+        let top_level = parallel;
+        if let (Some(group), true) = (self.replayed_scramble, top_level) {
+            let recorded = self.scramble_means.lock().expect("scramble means lock");
+            let means = recorded[block.id].as_ref().ok_or_else(|| EvalError::new("a replayed expectation without a recorded run"))?;
+            for (slot, &value) in block.dst.iter().zip(&means[group % means.len()]) {
+                registers[*slot] = D::from(value);
+            }
+            return Ok(());
+        }
         let n = table.len();
-        let accumulate = |range: std::ops::Range<usize>, registers: &mut [D]| -> Result<Vec<D>, EvalError> {
+        let record = top_level && D::NDERIV == 0;
+        let groups = table.groups.max(1);
+        let per_group = n / groups;
+        let width = block.result.len() + 1;
+        // Returns the sums of weight * result, and per scramble group (when recording) the
+        // f64 sums of weight * result and of the rule's weights: a run on one group alone
+        // normalises by the latter.
+        let accumulate = |range: std::ops::Range<usize>, registers: &mut [D]| -> Result<(Vec<D>, Vec<f64>), EvalError> {
             let mut sums = vec![D::from(0.0); block.result.len()];
+            let mut group_sums = if record { vec![0.0; groups * width] } else { Vec::new() };
             for i in range {
                 for (slot, &value) in block.node_slots.iter().zip(table.node(i)) {
                     registers[*slot] = D::from(value);
@@ -158,13 +211,20 @@ impl Evaluator {
                 for (sum, slot) in sums.iter_mut().zip(&block.result) {
                     *sum += weight * registers[*slot];
                 }
+                if record {
+                    let row = &mut group_sums[(i / per_group).min(groups - 1) * width..][..width];
+                    for (sum, slot) in row.iter_mut().zip(&block.result) {
+                        *sum += weight.re() * registers[*slot].re();
+                    }
+                    row[width - 1] += table.weights[i];
+                }
             }
-            Ok(sums)
+            Ok((sums, group_sums))
         };
         let sums = if parallel && n >= 2 * PARALLEL_CHUNK {
             let chunks: Vec<std::ops::Range<usize>> =
                 (0..n).step_by(PARALLEL_CHUNK).map(|s| s..(s + PARALLEL_CHUNK).min(n)).collect();
-            let partial: Result<Vec<Vec<D>>, EvalError> = chunks
+            let partial: Result<Vec<(Vec<D>, Vec<f64>)>, EvalError> = chunks
                 .into_par_iter()
                 .map(|range| {
                     let mut local = registers.to_vec();
@@ -173,15 +233,28 @@ impl Evaluator {
                 .collect();
             // Summed in chunk order: the same bits whatever the number of threads.
             let mut sums = vec![D::from(0.0); block.result.len()];
-            for chunk in partial? {
+            let mut group_sums = if record { vec![0.0; groups * width] } else { Vec::new() };
+            for (chunk, chunk_groups) in partial? {
                 for (s, c) in sums.iter_mut().zip(chunk) {
                     *s += c;
                 }
+                for (s, c) in group_sums.iter_mut().zip(chunk_groups) {
+                    *s += c;
+                }
             }
-            sums
+            (sums, group_sums)
         } else {
             accumulate(0..n, registers)?
         };
+        let (sums, group_sums) = sums;
+        if record {
+            let means = if groups == 1 {
+                vec![sums.iter().map(|s| s.re()).collect()]
+            } else {
+                group_sums.chunks(width).map(|row| row[..width - 1].iter().map(|s| s / row[width - 1]).collect()).collect()
+            };
+            self.scramble_means.lock().expect("scramble means lock")[block.id] = Some(means);
+        }
         for (slot, value) in block.dst.iter().zip(sums) {
             registers[*slot] = value;
         }
@@ -281,7 +354,46 @@ impl Evaluator {
     /// tracks them: the same minima, without searching again.
     pub fn scramble_at_last_point(&self, group: usize) -> Evaluator {
         let tables = self.restricted_tables(group);
-        Evaluator { program: self.program.clone(), tables, caches: Arc::clone(&self.caches), search: AtomicU8::new(Search::Tracked as u8) }
+        Evaluator {
+            program: self.program.clone(),
+            tables,
+            caches: Arc::clone(&self.caches),
+            search: AtomicU8::new(Search::Tracked as u8),
+            scramble_means: Arc::new(Mutex::new(vec![None; self.program.expect_count])),
+            replayed_scramble: None,
+        }
+    }
+
+    /// The last f64 run on scramble `group` alone, replayed from the recorded means of the
+    /// top-level expectations (see `scramble_means`); what it computes is what
+    /// [`Self::scramble_at_last_point`] computes, without looping over nodes. `None` when the
+    /// program has an expectation with several scrambles below the top level (it would have
+    /// to be cut down inside its enclosing loop) or when no run was recorded.
+    pub fn replay_on_scramble(&self, group: usize) -> Option<Evaluator> {
+        let nested_scrambles = |instr: &Instr| {
+            let mut found = false;
+            visit_nested_expectations(instr, &mut |block| found |= self.tables[block.id].as_ref().is_some_and(|t| t.groups > 1));
+            found
+        };
+        if self.program.instrs.iter().any(nested_scrambles) {
+            return None;
+        }
+        let recorded = self.scramble_means.lock().expect("scramble means lock");
+        let complete = self.program.instrs.iter().all(|instr| match instr {
+            Instr::Expect(block) => recorded[block.id].is_some(),
+            _ => true,
+        });
+        if !complete {
+            return None;
+        }
+        Some(Evaluator {
+            program: self.program.clone(),
+            tables: self.tables.clone(),
+            caches: Arc::clone(&self.caches),
+            search: AtomicU8::new(Search::Tracked as u8),
+            scramble_means: Arc::clone(&self.scramble_means),
+            replayed_scramble: Some(group),
+        })
     }
 
     /// The node tables with every multi-scramble rule cut down to scramble `group`, reweighted
@@ -312,6 +424,22 @@ impl Evaluator {
     /// Largest number of independent scrambles among the expectations.
     pub fn scramble_groups(&self) -> usize {
         self.tables.iter().flatten().map(|t| t.groups).max().unwrap_or(1)
+    }
+}
+
+/// Calls `visit` on every expectation nested inside `instr` (not on `instr` itself).
+fn visit_nested_expectations(instr: &Instr, visit: &mut dyn FnMut(&ExpectBlock)) {
+    let body = match instr {
+        Instr::Expect(block) => &block.body,
+        Instr::Minimize(block) => &block.body,
+        Instr::Hessian(block) => &block.body,
+        _ => return,
+    };
+    for inner in body {
+        if let Instr::Expect(block) = inner {
+            visit(block);
+        }
+        visit_nested_expectations(inner, visit);
     }
 }
 

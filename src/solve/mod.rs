@@ -287,6 +287,9 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
     let mut failed = Vec::new();
     for (name, start) in starts {
         let known: Vec<Vec<f64>> = fixed_points.iter().map(|f| f.unknowns.clone()).collect();
+        // Each start begins with empty minimiser caches: exhaustive searches keep a cached
+        // minimiser on ties, so caches left by another start could steer this one.
+        problem.forget_minimizers();
         let (x, iterations) = match run_solver(problem, name, start, options, &known) {
             Ok(Reached::Converged(x, iterations)) => (x, iterations),
             // A fixed point already reported.

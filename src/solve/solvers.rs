@@ -204,8 +204,12 @@ pub struct FixedPoint {
     /// halved: a discontinuous exhaustive map can cycle without ever converging.
     best_exhaustive_change: f64,
     stalled_for: u64,
-    /// Fixed points other starts already reached at these params, and whether an exhaustive
-    /// iterate came within [`JOIN_DISTANCE`] of one (the start then stops early).
+    /// Recent iterates of searching sweeps that had not settled, and the period once one came
+    /// back to an earlier one: the searched map cycles among basins.
+    searched_iterates: CycleDetector,
+    cycle_period: Option<usize>,
+    /// Fixed points other starts already reached at these params, and whether an iterate
+    /// came within [`JOIN_DISTANCE`] of one (the start then stops early).
     pub known: Vec<Vec<f64>>,
     pub joined: bool,
 }
@@ -216,6 +220,31 @@ pub const JOIN_DISTANCE: f64 = 1e-4;
 
 /// Exhaustive iterations without halving the best change before a start is given up as cycling.
 const STALL_LIMIT: u64 = 50;
+
+/// Relative distance at which a searched iterate repeats an earlier one (a cycle): rounding
+/// level, far below any change the iteration still makes.
+const CYCLE_DISTANCE: f64 = 1e-12;
+
+/// Searched iterates remembered for cycle detection.
+const CYCLE_MEMORY: usize = 64;
+
+/// The last [`CYCLE_MEMORY`] iterates of a sequence, to tell when it returns to one of them.
+#[derive(Default)]
+struct CycleDetector {
+    iterates: std::collections::VecDeque<Vec<f64>>,
+}
+
+impl CycleDetector {
+    /// Records `x`; the period if `x` repeats a remembered iterate (the latest such one).
+    fn period_after(&mut self, x: &[f64]) -> Option<usize> {
+        let period = self.iterates.iter().rposition(|earlier| relatively_close(earlier, x, CYCLE_DISTANCE)).map(|at| self.iterates.len() - at);
+        self.iterates.push_back(x.to_vec());
+        if self.iterates.len() > CYCLE_MEMORY {
+            self.iterates.pop_front();
+        }
+        period
+    }
+}
 
 impl FixedPoint {
     pub fn new(damping: f64, tolerance: f64, memory: usize) -> Self {
@@ -230,6 +259,8 @@ impl FixedPoint {
             fallback: None,
             best_exhaustive_change: f64::INFINITY,
             stalled_for: 0,
+            searched_iterates: CycleDetector::default(),
+            cycle_period: None,
             known: Vec::new(),
             joined: false,
         }
@@ -319,9 +350,9 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
             .zip(&previous)
             .map(|(a, b)| (a - b).abs() / (self.damping * (1.0 + b.abs())))
             .fold(0.0, f64::max);
-        if searched {
-            self.joined = self.known.iter().any(|k| relatively_close(k, &x, JOIN_DISTANCE));
-        }
+        // Joining is checked on tracked sweeps too: within JOIN_DISTANCE of a fixed point
+        // confirmed by an exhaustive sweep, the tracked and searched maps agree.
+        self.joined = self.known.iter().any(|k| relatively_close(k, &x, JOIN_DISTANCE));
         // A screened sweep that settled only asks for confirmation: progress is measured by
         // the confirming exhaustive sweep.
         let awaits_confirmation = search == Search::Screened && change <= self.tolerance;
@@ -332,6 +363,9 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
             } else {
                 self.stalled_for += 1;
             }
+        }
+        if self.searching && change > self.tolerance {
+            self.cycle_period = self.cycle_period.or(self.searched_iterates.period_after(&x));
         }
         // Anderson acceleration; the history restarts whenever the map changes, i.e. when an
         // exhaustive sweep moved inner minimisers to other basins.
@@ -363,6 +397,10 @@ impl<'a> Solver<Saddle<'a>, SaddleState> for FixedPoint {
             TerminationStatus::Terminated(TerminationReason::SolverConverged)
         } else if self.joined {
             TerminationStatus::Terminated(TerminationReason::SolverExit("joined a known fixed point".into()))
+        } else if let Some(period) = self.cycle_period {
+            TerminationStatus::Terminated(TerminationReason::SolverExit(format!(
+                "no convergence: the iteration cycles with period {period} (inner minimisers keep switching basins)"
+            )))
         } else if self.stalled_for >= STALL_LIMIT {
             TerminationStatus::Terminated(TerminationReason::SolverExit(format!(
                 "no convergence: with global inner minimisers the change stays near {:.1e} for {STALL_LIMIT} iterations (inner minimisers keep switching basins)",
@@ -464,6 +502,23 @@ mod tests {
         indefinite[v.index[1]] = 2.0;
         indefinite[v.index[3]] = 1.0;
         assert!(!inside(&indefinite, &checked));
+    }
+
+    #[test]
+    fn an_iteration_that_returns_to_an_earlier_iterate_cycles_with_that_period() {
+        let mut cycling = CycleDetector::default();
+        let orbit = [[1.0, 2.0], [1.5, 2.5], [0.5, 3.0]];
+        let periods: Vec<Option<usize>> = orbit.iter().cycle().take(7).map(|x| cycling.period_after(x)).collect();
+        assert_eq!(periods, vec![None, None, None, Some(3), Some(3), Some(3), Some(3)]);
+        // A converging sequence comes ever closer but never back.
+        let mut converging = CycleDetector::default();
+        assert!((1..200).all(|k| converging.period_after(&[1.0 + 0.9f64.powi(k)]).is_none()));
+        // Only the last CYCLE_MEMORY iterates are remembered.
+        let mut forgetful = CycleDetector::default();
+        for k in 0..=CYCLE_MEMORY {
+            assert_eq!(forgetful.period_after(&[k as f64]), None);
+        }
+        assert_eq!(forgetful.period_after(&[0.0]), None);
     }
 
     #[test]
