@@ -102,20 +102,12 @@ pub struct ExpectBlock {
     pub id: usize,
 }
 
-/// A minimisation. Its body runs on a small register file of its own (`local_count`
-/// slots): the variable, then the inputs copied from the enclosing scope, then temporaries.
+/// A minimisation. Its body runs on a small register file of its own (see [`LocalBody`]).
 /// Everything that does not depend on the variable was hoisted out at lowering time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MinimizeBlock {
-    /// Local slots of the variable.
-    pub variable: Vec<Slot>,
-    /// The objective's tape, over local slots.
-    pub body: Vec<Instr>,
-    /// Local slot of the objective value.
-    pub objective: Slot,
-    /// (enclosing slot, local slot) of every value the body reads from outside.
-    pub inputs: Vec<(Slot, Slot)>,
-    pub local_count: usize,
+    /// The objective's tape over its own register file.
+    pub local: LocalBody,
     /// Starting points (enclosing slots), besides 0 and the cache.
     pub starts: Vec<Vec<Slot>>,
     pub dst_value: Option<Slot>,
@@ -131,14 +123,8 @@ pub struct MinimizeBlock {
 /// minimisations, whose own inputs are renumbered onto that file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HessianBlock {
-    /// Local slots of the variable.
-    pub variable: Vec<Slot>,
-    pub body: Vec<Instr>,
-    /// Local slot of the differentiated value.
-    pub objective: Slot,
-    /// (enclosing slot, local slot) of every value the body reads from outside.
-    pub inputs: Vec<(Slot, Slot)>,
-    pub local_count: usize,
+    /// The differentiated value's tape over its own register file.
+    pub local: LocalBody,
     /// Enclosing slots of the point.
     pub point: Vec<Slot>,
     /// Enclosing slots of the k x k result, row-major.
@@ -169,14 +155,14 @@ pub fn reads_writes(instr: &Instr) -> (Vec<Slot>, Vec<Slot>) {
             (external_reads(&block.body, &mut written), block.dst.clone())
         }
         Instr::Minimize(block) => {
-            let mut reads: Vec<Slot> = block.inputs.iter().map(|(outer, _)| *outer).collect();
+            let mut reads: Vec<Slot> = block.local.inputs.iter().map(|(outer, _)| *outer).collect();
             reads.extend(block.starts.iter().flatten().copied());
             let mut writes: Vec<Slot> = block.dst_value.into_iter().collect();
             writes.extend(block.dst_argument.iter().flatten().copied());
             (reads, writes)
         }
         Instr::Hessian(block) => {
-            let mut reads: Vec<Slot> = block.inputs.iter().map(|(outer, _)| *outer).collect();
+            let mut reads: Vec<Slot> = block.local.inputs.iter().map(|(outer, _)| *outer).collect();
             reads.extend(block.point.iter().copied());
             (reads, block.dst.clone())
         }
@@ -217,21 +203,23 @@ pub fn hoist_invariant(body: Vec<Instr>, bound: &[Slot]) -> (Vec<Instr>, Vec<Ins
     (hoisted, kept)
 }
 
-/// A block body renumbered onto a register file of its own.
-pub struct CompactBody {
+/// A block body renumbered onto a register file of its own (`local_count` slots): the
+/// variable, then the inputs copied from the enclosing scope, then temporaries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocalBody {
     pub body: Vec<Instr>,
     pub local_count: usize,
     /// (enclosing slot, local slot) of every value the body reads from outside.
     pub inputs: Vec<(Slot, Slot)>,
     /// Local slots of the bound variable.
     pub variable: Vec<Slot>,
-    /// Local slot of the body's scalar value.
-    pub value: Slot,
+    /// Local slot of the body's scalar value (the objective, or the differentiated value).
+    pub objective: Slot,
 }
 
 /// Renumber a plain tape onto local slots: `variable` first, then the values read from
 /// outside, then temporaries.
-pub fn compact(body: &[Instr], variable: &[Slot], objective: Slot) -> CompactBody {
+pub fn compact(body: &[Instr], variable: &[Slot], objective: Slot) -> LocalBody {
     let mut local: std::collections::BTreeMap<Slot, Slot> = std::collections::BTreeMap::new();
     for &v in variable {
         let next = local.len();
@@ -280,7 +268,7 @@ pub fn compact(body: &[Instr], variable: &[Slot], objective: Slot) -> CompactBod
             Instr::Minimize(block) => {
                 // A minimisation inside a Hessian body: its enclosing slots move too.
                 let mut block = block.clone();
-                for (outer, _) in block.inputs.iter_mut() {
+                for (outer, _) in block.local.inputs.iter_mut() {
                     *outer = map(*outer, &mut local);
                 }
                 for start in block.starts.iter_mut() {
@@ -297,5 +285,5 @@ pub fn compact(body: &[Instr], variable: &[Slot], objective: Slot) -> CompactBod
         .collect();
     let objective_local = map(objective, &mut local);
     let variable_local = variable.iter().map(|v| local[v]).collect();
-    CompactBody { body: renumbered, local_count: local.len(), inputs, variable: variable_local, value: objective_local }
+    LocalBody { body: renumbered, local_count: local.len(), inputs, variable: variable_local, objective: objective_local }
 }

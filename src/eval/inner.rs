@@ -47,11 +47,11 @@ impl<const K: usize> Dimension for Const<K> {
     }
 
     fn second_order(block: &MinimizeBlock, registers: &mut Self::Registers, h: &Point<Self>) -> Result<(f64, Point<Self>, Square<Self>), EvalError> {
-        for (i, (slot, &v)) in block.variable.iter().zip(h.iter()).enumerate() {
+        for (i, (slot, &v)) in block.local.variable.iter().zip(h.iter()).enumerate() {
             registers[*slot] = Dual2SVec64::<K>::from_re(v).derivative(i);
         }
-        SecondOrder::run(&block.body, registers)?;
-        let f = &registers[block.objective];
+        SecondOrder::run(&block.local.body, registers)?;
+        let f = &registers[block.local.objective];
         let gradient = f.v1.unwrap_generic(U1, Const::<K>).transpose();
         let hessian = f.v2.unwrap_generic(Const::<K>, Const::<K>);
         Ok((f.re, gradient, hessian))
@@ -73,13 +73,13 @@ impl Dimension for Dyn {
         let mut value = 0.0;
         for i in 0..k {
             for j in i..k {
-                for (d, (slot, &v)) in block.variable.iter().zip(h.iter()).enumerate() {
+                for (d, (slot, &v)) in block.local.variable.iter().zip(h.iter()).enumerate() {
                     let e1 = if d == i { 1.0 } else { 0.0 };
                     let e2 = if d == j { 1.0 } else { 0.0 };
                     registers[*slot] = HyperDual64::new(v, e1, e2, 0.0);
                 }
-                run_plain(&block.body, registers)?;
-                let f = registers[block.objective];
+                run_plain(&block.local.body, registers)?;
+                let f = registers[block.local.objective];
                 value = f.re;
                 if i == j {
                     gradient[i] = f.eps1;
@@ -107,8 +107,8 @@ where
 
 /// A local register file for a minimisation body, inputs copied from the enclosing scope.
 pub fn local_registers<D: Number, T: Number>(block: &MinimizeBlock, outer: &[D], convert: impl Fn(D) -> T) -> Vec<T> {
-    let mut local = vec![T::from(0.0); block.local_count];
-    for &(outer_slot, local_slot) in &block.inputs {
+    let mut local = vec![T::from(0.0); block.local.local_count];
+    for &(outer_slot, local_slot) in &block.local.inputs {
         local[local_slot] = convert(outer[outer_slot]);
     }
     local
@@ -124,11 +124,11 @@ where
     }
 
     fn value(&mut self, h: &Point<K>) -> Result<f64, EvalError> {
-        for (slot, &v) in self.block.variable.iter().zip(h.iter()) {
+        for (slot, &v) in self.block.local.variable.iter().zip(h.iter()) {
             self.plain[*slot] = v;
         }
-        run_plain(&self.block.body, &mut self.plain)?;
-        Ok(self.plain[self.block.objective])
+        run_plain(&self.block.local.body, &mut self.plain)?;
+        Ok(self.plain[self.block.local.objective])
     }
 
     /// Value, gradient and Hessian.
@@ -304,7 +304,7 @@ pub fn minimize<D: Number>(
     node: usize,
     search: Search,
 ) -> Result<Minimum, EvalError> {
-    match block.variable.len() {
+    match block.local.variable.len() {
         1 => minimize_in(Const::<1>, block, registers, cache, node, search),
         2 => minimize_in(Const::<2>, block, registers, cache, node, search),
         3 => minimize_in(Const::<3>, block, registers, cache, node, search),
@@ -454,11 +454,11 @@ fn pseudo_inverse(eigen: &SymmetricEigen<f64, nalgebra::Dyn>) -> DMatrix<f64> {
 /// dF/dh at the minimiser in D, all K directions in one pass of a vector dual over D.
 fn parameter_gradient<D: Number, const K: usize>(block: &MinimizeBlock, registers: &[D], minimizer: &[f64]) -> Result<Vec<D>, EvalError> {
     let mut local: Vec<DualSVec<D, K>> = local_registers(block, registers, DualSVec::from_re);
-    for (i, (slot, &v)) in block.variable.iter().zip(minimizer).enumerate() {
+    for (i, (slot, &v)) in block.local.variable.iter().zip(minimizer).enumerate() {
         local[*slot] = DualSVec::from_re(D::from(v)).derivative(i);
     }
-    run_plain(&block.body, &mut local)?;
-    let gradient = local[block.objective].eps.unwrap_generic(nalgebra::Const::<K>, nalgebra::U1);
+    run_plain(&block.local.body, &mut local)?;
+    let gradient = local[block.local.objective].eps.unwrap_generic(nalgebra::Const::<K>, nalgebra::U1);
     // Only the parameter dependence moves the minimiser; drop the real residual.
     Ok(gradient.iter().map(|g| *g - D::from(g.re())).collect())
 }
@@ -469,11 +469,11 @@ fn parameter_gradient_passes<D: Number>(block: &MinimizeBlock, registers: &[D], 
     let mut lifted_registers: Vec<Dual<D>> = local_registers(block, registers, Dual::from_re);
     let mut gradient: Vec<D> = Vec::with_capacity(k);
     for i in 0..k {
-        for (d, (slot, &v)) in block.variable.iter().zip(minimizer).enumerate() {
+        for (d, (slot, &v)) in block.local.variable.iter().zip(minimizer).enumerate() {
             lifted_registers[*slot] = Dual::new(D::from(v), D::from(if d == i { 1.0 } else { 0.0 }));
         }
-        run_plain(&block.body, &mut lifted_registers)?;
-        let g = lifted_registers[block.objective].eps;
+        run_plain(&block.local.body, &mut lifted_registers)?;
+        let g = lifted_registers[block.local.objective].eps;
         gradient.push(g - D::from(g.re()));
     }
     Ok(gradient)

@@ -77,6 +77,12 @@ impl MinimizerCache {
     }
 }
 
+/// Per block id, the means of an expectation's results over each scramble of its rule.
+type ScrambleMeans = Vec<Option<Vec<Vec<f64>>>>;
+
+/// A chunk's sums of weight * result, and its f64 sums per scramble group (see `expect`).
+type ChunkSums<D> = (Vec<D>, Vec<f64>);
+
 /// A program with its node tables and minimiser caches.
 pub struct Evaluator {
     pub program: Program,
@@ -91,7 +97,7 @@ pub struct Evaluator {
     /// run, by block id (one group for a deterministic rule). A run on one scramble alone
     /// gives those expectations exactly these values, so it can be replayed without a
     /// second pass over the nodes.
-    scramble_means: Arc<Mutex<Vec<Option<Vec<Vec<f64>>>>>>,
+    scramble_means: Arc<Mutex<ScrambleMeans>>,
     /// Set on a replay: top-level expectations take their recorded means on this scramble.
     replayed_scramble: Option<usize>,
 }
@@ -196,7 +202,7 @@ impl Evaluator {
         // Returns the sums of weight * result, and per scramble group (when recording) the
         // f64 sums of weight * result and of the rule's weights: a run on one group alone
         // normalises by the latter.
-        let accumulate = |range: std::ops::Range<usize>, registers: &mut [D]| -> Result<(Vec<D>, Vec<f64>), EvalError> {
+        let accumulate = |range: std::ops::Range<usize>, registers: &mut [D]| -> Result<ChunkSums<D>, EvalError> {
             let mut sums = vec![D::from(0.0); block.result.len()];
             let mut group_sums = if record { vec![0.0; groups * width] } else { Vec::new() };
             for i in range {
@@ -224,7 +230,7 @@ impl Evaluator {
         let sums = if parallel && n >= 2 * PARALLEL_CHUNK {
             let chunks: Vec<std::ops::Range<usize>> =
                 (0..n).step_by(PARALLEL_CHUNK).map(|s| s..(s + PARALLEL_CHUNK).min(n)).collect();
-            let partial: Result<Vec<(Vec<D>, Vec<f64>)>, EvalError> = chunks
+            let partial: Result<Vec<ChunkSums<D>>, EvalError> = chunks
                 .into_par_iter()
                 .map(|range| {
                     let mut local = registers.to_vec();
@@ -273,11 +279,11 @@ impl Evaluator {
         };
         if let Some(dst) = block.dst_value {
             let mut local = inner::local_registers(block, registers, |v| v);
-            for (slot, value) in block.variable.iter().zip(&lifted) {
+            for (slot, value) in block.local.variable.iter().zip(&lifted) {
                 local[*slot] = *value;
             }
-            S::run(&block.body, &mut local)?;
-            registers[dst] = local[block.objective];
+            S::run(&block.local.body, &mut local)?;
+            registers[dst] = local[block.local.objective];
         }
         if let Some(dst) = &block.dst_argument {
             for (slot, value) in dst.iter().zip(&lifted) {
@@ -295,9 +301,9 @@ impl Evaluator {
         if D::NDERIV != 0 {
             return Err(EvalError::new("`hessian` evaluated with derivatives (it is allowed only in observables)"));
         }
-        let k = block.variable.len();
+        let k = block.local.variable.len();
         let point: Vec<f64> = block.point.iter().map(|s| registers[*s].re()).collect();
-        let inputs: Vec<(usize, f64)> = block.inputs.iter().map(|(outer, inner)| (*inner, registers[*outer].re())).collect();
+        let inputs: Vec<(usize, f64)> = block.local.inputs.iter().map(|(outer, inner)| (*inner, registers[*outer].re())).collect();
         let result = match k {
             1 => self.hessian_in_blocks::<1>(block, &point, &inputs, node)?,
             2 => self.hessian_in_blocks::<2>(block, &point, &inputs, node)?,
@@ -314,7 +320,7 @@ impl Evaluator {
     fn hessian_in_blocks<const B: usize>(&self, block: &HessianBlock, point: &[f64], inputs: &[(usize, f64)], node: usize) -> Result<Vec<f64>, EvalError> {
         type Passes<const B: usize> = HyperDualVec<f64, nalgebra::Const<B>, nalgebra::Const<B>>;
         let k = point.len();
-        let mut local = vec![Passes::<B>::from_re(0.0); block.local_count];
+        let mut local = vec![Passes::<B>::from_re(0.0); block.local.local_count];
         for &(inner, value) in inputs {
             local[inner] = Passes::<B>::from_re(value);
         }
@@ -323,7 +329,7 @@ impl Evaluator {
         for (row_index, &row_start) in starts.iter().enumerate() {
             // The Hessian is symmetric: blocks on and above the diagonal suffice.
             for &col_start in &starts[row_index..] {
-                for (i, slot) in block.variable.iter().enumerate() {
+                for (i, slot) in block.local.variable.iter().enumerate() {
                     let mut number = Passes::<B>::from_re(point[i]);
                     if (row_start..row_start + B).contains(&i) {
                         number = number.derivative1(i - row_start);
@@ -333,8 +339,8 @@ impl Evaluator {
                     }
                     local[*slot] = number;
                 }
-                self.run_block::<Passes<B>, Generic>(&block.body, &mut local, node, false)?;
-                let second = local[block.objective].eps1eps2.unwrap_generic(nalgebra::Const::<B>, nalgebra::Const::<B>);
+                self.run_block::<Passes<B>, Generic>(&block.local.body, &mut local, node, false)?;
+                let second = local[block.local.objective].eps1eps2.unwrap_generic(nalgebra::Const::<B>, nalgebra::Const::<B>);
                 for a in 0..B.min(k - row_start) {
                     for b in 0..B.min(k - col_start) {
                         let (i, j) = (row_start + a, col_start + b);
@@ -431,8 +437,8 @@ impl Evaluator {
 fn visit_nested_expectations(instr: &Instr, visit: &mut dyn FnMut(&ExpectBlock)) {
     let body = match instr {
         Instr::Expect(block) => &block.body,
-        Instr::Minimize(block) => &block.body,
-        Instr::Hessian(block) => &block.body,
+        Instr::Minimize(block) => &block.local.body,
+        Instr::Hessian(block) => &block.local.body,
         _ => return,
     };
     for inner in body {
@@ -451,8 +457,8 @@ fn collect_tables(instrs: &[Instr], tables: &mut [Option<NodeTable>], table_of: 
                 tables[block.id] = Some(table_of(block));
                 collect_tables(&block.body, tables, table_of);
             }
-            Instr::Minimize(block) => collect_tables(&block.body, tables, table_of),
-            Instr::Hessian(block) => collect_tables(&block.body, tables, table_of),
+            Instr::Minimize(block) => collect_tables(&block.local.body, tables, table_of),
+            Instr::Hessian(block) => collect_tables(&block.local.body, tables, table_of),
             _ => {}
         }
     }

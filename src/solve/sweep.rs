@@ -39,12 +39,18 @@ pub fn distinct_branches(points: &[(Vec<f64>, f64)]) -> Vec<Vec<f64>> {
     kept.into_iter().map(|(x, _)| x.clone()).collect()
 }
 
+/// Solves one point of a sweep from the given warm starts.
+pub type SolveOne<'a, T, E> = dyn Fn(f64, &[Vec<f64>]) -> Result<T, E> + Sync + 'a;
+
+/// The points of one segment: (index in the sweep, result; `None` if skipped).
+type SegmentResults<T, E> = Vec<(usize, Option<Result<T, E>>)>;
+
 /// Run `solve_one(value, warm_starts)` along `values`; `skip(i)` marks points already done
 /// (resumed sweeps): they are neither solved nor reported, and the walk restarts cold after them.
 pub fn run_segments<T: Send, E: Send>(
     values: &[f64],
     skip: &(dyn Fn(usize) -> bool + Sync),
-    solve_one: &(dyn Fn(f64, &[Vec<f64>]) -> Result<T, E> + Sync),
+    solve_one: &SolveOne<T, E>,
     warm_of: &(dyn Fn(&T) -> Vec<Vec<f64>> + Sync),
     on_done: &(dyn Fn(usize, &Result<T, E>) + Sync),
 ) -> Vec<Option<Result<T, E>>> {
@@ -53,7 +59,7 @@ pub fn run_segments<T: Send, E: Send>(
     let per = values.len().div_ceil(segments);
     let ranges: Vec<std::ops::Range<usize>> =
         (0..segments).map(|s| (s * per)..((s + 1) * per).min(values.len())).filter(|r| !r.is_empty()).collect();
-    let results: Vec<Vec<(usize, Option<Result<T, E>>)>> = ranges
+    let results: Vec<SegmentResults<T, E>> = ranges
         .into_par_iter()
         .map(|range| {
             let mut warm: Vec<Vec<f64>> = Vec::new();

@@ -922,11 +922,7 @@ impl<'a> Lowerer<'a> {
             (Some(value), None, Value { shape: Shape::Scalar, slots: vec![value] })
         };
         self.emit(Instr::Minimize(Box::new(MinimizeBlock {
-            variable: compacted.variable,
-            body: compacted.body,
-            objective: compacted.value,
-            inputs: compacted.inputs,
-            local_count: compacted.local_count,
+            local: compacted,
             starts,
             dst_value,
             dst_argument,
@@ -964,11 +960,7 @@ impl<'a> Lowerer<'a> {
         let k = shape.len();
         let result = self.fresh_value(if k == 1 { Shape::Scalar } else { Shape::Matrix(k, k) });
         self.emit(Instr::Hessian(Box::new(HessianBlock {
-            variable: compacted.variable,
-            body: compacted.body,
-            objective: compacted.value,
-            inputs: compacted.inputs,
-            local_count: compacted.local_count,
+            local: compacted,
             point: point.slots,
             dst: result.slots.clone(),
         })));
@@ -986,7 +978,7 @@ impl<'a> Lowerer<'a> {
     /// The scalar body of a minimisation or `hessian` over its bound variable, as a block of
     /// its own: what does not depend on the variable is hoisted out (computed once), the rest
     /// renumbered onto local slots.
-    fn lower_bound_body(&mut self, var: &Ident, shape: Shape, body: &Expr, kind: BoundBody) -> Result<CompactBody, TypeError> {
+    fn lower_bound_body(&mut self, var: &Ident, shape: Shape, body: &Expr, kind: BoundBody) -> Result<LocalBody, TypeError> {
         let variable = self.fresh_value(shape);
         self.blocks.push(Vec::new());
         let flag = match kind {
@@ -1161,17 +1153,24 @@ pub(super) fn lower_model(
     let mut domains = Vec::new();
     let mut next_slot = 0;
     let order_shapes: BTreeMap<&str, &OrderDecl> = decls.orders.iter().map(|o| (o.name.name.as_str(), *o)).collect();
-    let mut declared: Vec<(String, Role, &ShapeExpr, Domain, Option<String>, Span)> = Vec::new();
+    struct Declared<'a> {
+        name: String,
+        role: Role,
+        shape: &'a ShapeExpr,
+        domain: Domain,
+        doc: Option<String>,
+    }
+    let mut declared: Vec<Declared> = Vec::new();
     for o in &decls.orders {
-        declared.push((o.name.name.clone(), Role::Order, &o.shape, o.domain, o.doc.clone(), o.name.span));
+        declared.push(Declared { name: o.name.name.clone(), role: Role::Order, shape: &o.shape, domain: o.domain, doc: o.doc.clone() });
     }
     for c in &decls.conjugates {
         if let Some(order) = order_shapes.get(c.of.name.as_str()) {
             // A conjugate has its order parameter's shape and its own domain.
-            declared.push((c.name.name.clone(), Role::Conjugate, &order.shape, c.domain, c.doc.clone(), c.name.span));
+            declared.push(Declared { name: c.name.name.clone(), role: Role::Conjugate, shape: &order.shape, domain: c.domain, doc: c.doc.clone() });
         }
     }
-    for (name, role, shape_expr, domain, doc, span) in declared {
+    for Declared { name, role, shape: shape_expr, domain, doc } in declared {
         let (shape, symmetric) = match resolve_shape(shape_expr, &params) {
             Ok(s) => s,
             Err(e) => {
@@ -1201,7 +1200,6 @@ pub(super) fn lower_model(
                 domains.push(if !matches!(shape, Shape::Matrix(..)) || i == j { domain } else { Domain::Real });
             }
         }
-        let _ = span;
         unknowns.push(Unknown { name, role, shape, domain, slots, index, doc });
     }
     if !errors.is_empty() {
