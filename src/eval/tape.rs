@@ -353,8 +353,8 @@ impl Evaluator {
         Ok(result)
     }
 
-    /// Per-scramble estimates of the expectations' contributions are not separable in
-    /// general; error estimates instead re-run the program on each scramble group alone.
+    /// The program cut down to scramble `group` of every multi-scramble rule, to run again
+    /// (where [`Self::replay_on_scramble`] cannot replay a nested expectation).
     /// Run at the values of this evaluator's last (exhaustive) run, the cut-down program
     /// shares its minimiser caches, which hold the global minimisers at every node, and only
     /// tracks them: the same minima, without searching again.
