@@ -118,9 +118,14 @@ pub fn table(point: &PointResult) -> String {
             None => "stability unknown",
         };
         let values: Vec<String> = f.order_parameters.iter().take(4).map(|(k, v)| format!("{k} = {}", number(v))).collect();
+        // Shown only where some node is near a switch, the warning it is.
+        let near_switch = match f.near_switch {
+            Some(fraction) if fraction > 0.0 => format!(", {:.2}% of inner minima near a basin switch", 100.0 * fraction),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  {} from `{}`: free energy {:.10}, {stability}, {} iterations; {}",
+            "  {} from `{}`: free energy {:.10}, {stability}{near_switch}, {} iterations; {}",
             if f.selected { "*" } else { " " },
             f.start,
             f.free_energy,

@@ -140,6 +140,11 @@ pub struct FixedPointSummary {
     pub free_energy: f64,
     pub stable: Option<bool>,
     pub iteration_spectral_radius: Option<f64>,
+    /// Fraction of the free energy's inner minimisations near a basin switch (relative gap
+    /// between their two lowest basins below `solve::NEAR_SWITCH_GAP`); absent without inner
+    /// minimisations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub near_switch: Option<f64>,
     pub iterations: u64,
     pub order_parameters: IndexMap<String, serde_json::Value>,
 }
@@ -433,6 +438,7 @@ fn point_result(
                 free_energy: f.free_energy,
                 stable: f.stable,
                 iteration_spectral_radius: f.iteration_spectral_radius,
+                near_switch: f.near_switch,
                 iterations: f.iterations,
                 order_parameters: order_parameter_map(problem, &f.unknowns),
             })

@@ -124,3 +124,12 @@ fn what_a_start_reaches_does_not_depend_on_the_starts_run_before_it() {
     };
     assert_eq!(reached(&first, "warm1"), reached(&after_informed, "uninformed"));
 }
+
+#[test]
+fn glassy_points_have_inner_minima_near_basin_switches_and_informative_ones_none() {
+    // At alpha0 = 0.5 every simulated minimum lies above the RS energy (validation/
+    // pretrain_glassy_lambda0); at alpha0 = 8 theory and simulation agree.
+    let near_switch = |point: &toolkit::pipeline::PointResult| point.fixed_points.iter().find(|f| f.selected).unwrap().near_switch.unwrap();
+    assert!(near_switch(&solve("pretrain.lra", &[("alpha0", 0.5)])) > 0.01);
+    assert_eq!(near_switch(&solve("pretrain.lra", &[("alpha0", 8.0)])), 0.0);
+}

@@ -51,6 +51,12 @@ impl MinimizerCache {
         let values: Vec<f64> = slice.iter().map(|v| f64::from_bits(v.load(Ordering::Relaxed))).collect();
         values.iter().all(|v| v.is_finite()).then_some(values)
     }
+    /// (nodes whose two lowest basins lie within relative `gap` at their last full search,
+    /// nodes searched at all).
+    pub fn near_ties(&self, gap: f64) -> (usize, usize) {
+        let gaps = self.gaps.iter().map(|g| f64::from_bits(g.load(Ordering::Relaxed))).filter(|g| !g.is_nan());
+        gaps.fold((0, 0), |(tied, searched), g| (tied + usize::from(g < gap), searched + 1))
+    }
     /// The node's basin gap (NaN if never searched, which compares as not wide).
     pub fn gap(&self, node: usize) -> f64 {
         self.gaps.get(node).map_or(f64::NAN, |g| f64::from_bits(g.load(Ordering::Relaxed)))

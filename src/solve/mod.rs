@@ -135,7 +135,15 @@ pub struct FixedPointReport {
     /// Spectral radius of the undamped alternating iteration at the fixed point.
     pub iteration_spectral_radius: Option<f64>,
     pub stable: Option<bool>,
+    /// Fraction of the free energy's inner minimisations within [`NEAR_SWITCH_GAP`] of a
+    /// basin switch at the fixed point (`None` without inner minimisations).
+    pub near_switch: Option<f64>,
 }
+
+/// Relative gap between an inner minimisation's two lowest basins below which its node counts
+/// as near a basin switch. Where the envelope's minimiser jumps, its slope jumps too; such
+/// nodes are where replica symmetry can break even with a replicon below 1.
+pub const NEAR_SWITCH_GAP: f64 = 1e-3;
 
 /// A start that did not reach a fixed point.
 #[derive(Debug, Clone, Serialize)]
@@ -311,6 +319,8 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
                 continue;
             }
         };
+        // The last sweep was exhaustive: every node's basin gap is current.
+        let near_switch = problem.near_switch_fraction(NEAR_SWITCH_GAP);
         let scale = 1.0 + energy.total.abs();
         let (worst, residual) = gradient.iter().enumerate().fold((0, 0.0f64), |(wi, wv), (i, g)| if g.abs() > wv { (i, g.abs()) } else { (wi, wv) });
         if residual > options.residual_tolerance * scale {
@@ -360,6 +370,7 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
             residual,
             iteration_spectral_radius: radius,
             stable,
+            near_switch,
         });
     }
     if fixed_points.is_empty() {

@@ -125,6 +125,14 @@ impl SaddleProblem {
         *self.order_only_memo.lock().expect("memo lock") = None;
     }
 
+    /// Fraction of the free energy's inner minimisations (over all nodes) whose two lowest
+    /// basins lay within relative `gap` at their last full search: where the minimiser is
+    /// about to jump. `None` without inner minimisations.
+    pub fn near_switch_fraction(&self, gap: f64) -> Option<f64> {
+        let (tied, searched) = self.energy.caches.iter().map(|c| c.near_ties(gap)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        (searched > 0).then(|| tied as f64 / searched as f64)
+    }
+
     pub fn search(&self) -> Search {
         self.energy.search()
     }
