@@ -319,8 +319,6 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
                 continue;
             }
         };
-        // The last sweep was exhaustive: every node's basin gap is current.
-        let near_switch = problem.near_switch_fraction(NEAR_SWITCH_GAP);
         let scale = 1.0 + energy.total.abs();
         let (worst, residual) = gradient.iter().enumerate().fold((0, 0.0f64), |(wi, wv), (i, g)| if g.abs() > wv { (i, g.abs()) } else { (wi, wv) });
         if residual > options.residual_tolerance * scale {
@@ -340,6 +338,9 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
         if duplicate {
             continue;
         }
+        // The last sweep was exhaustive and tracking since sets no gaps: every node's basin
+        // gap is the one at x.
+        let near_switch = problem.near_switch_fraction(NEAR_SWITCH_GAP);
         // Still at x with the global minimisers cached: observables that read the free energy
         // get it on every scramble now, tracked.
         problem.set_search(Search::Tracked);
