@@ -2,6 +2,8 @@
 //! here and errors name the flag.
 
 use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -85,6 +87,9 @@ pub struct SimulateArgs {
     /// Also write results here, one JSON line per (point, d) as it finishes.
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
+    /// Continue: keep the (point, d) results already in --out and simulate only the missing ones.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +118,10 @@ pub struct CompareArgs {
     /// deviations then count the prediction's integration and solution errors too).
     #[arg(long = "solver", value_name = "KEY=VALUE")]
     pub solver: Vec<String>,
+    /// Continue an interrupted or extended comparison: keep the theory points and simulated
+    /// (point, d) results already in --out and compute only the missing ones.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 fn flag_error(flag: &str, message: impl Into<String>) -> ToolkitError {
@@ -182,16 +191,42 @@ fn write_file(path: &Path, text: &str) -> Result<(), ToolkitError> {
     std::fs::write(path, text).map_err(|e| flag_error("--out", format!("cannot write `{}`: {e}", path.display())))
 }
 
-/// Points already present in a JSON Lines file (for --resume), by the swept value.
-fn resumed_points(path: &Path, swept: &str) -> Vec<(f64, String)> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    text.lines()
-        .filter_map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).ok()?;
-            let x = value.get("params")?.get(swept)?.as_f64()?;
-            Some((x, line.to_string()))
-        })
-        .collect()
+/// Whether two param values are the same up to rounding in the JSON text.
+fn same_value(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12 * (1.0 + a.abs())
+}
+
+/// The params of a point: the file's defaults with `overrides` applied.
+fn point_params(loaded: &pipeline::LoadedModel, overrides: &BTreeMap<String, f64>) -> IndexMap<String, f64> {
+    loaded.all_params().into_iter().map(|p| (p.name.clone(), overrides.get(&p.name).copied().unwrap_or(p.default))).collect()
+}
+
+/// The result lines an earlier run wrote to `path` (for --resume; none if there is no file).
+/// Every line must have been computed with `params`, the swept param aside: a line that was
+/// not is an error, never a result silently mixed into this one. Lines that do not parse (a
+/// run killed while writing) are skipped, and their points computed again.
+fn resumed_lines(path: &Path, params: &IndexMap<String, f64>, swept: Option<&str>) -> Result<Vec<(serde_json::Value, String)>, ToolkitError> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(Vec::new()) };
+    let mut lines = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        for (name, &expected) in params.iter().filter(|(name, _)| Some(name.as_str()) != swept) {
+            let found = value["params"][name].as_f64();
+            if !found.is_some_and(|f| same_value(f, expected)) {
+                let found = found.map_or("no value".to_string(), |f| format!("{name} = {f}"));
+                return Err(flag_error(
+                    "--resume",
+                    format!(
+                        "line {} of `{}` has {found}, this run has {name} = {expected}: resume with the same params, or write to another --out",
+                        number + 1,
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        lines.push((value, line.to_string()));
+    }
+    Ok(lines)
 }
 
 pub fn run(args: RunArgs) -> Result<String, ToolkitError> {
@@ -222,12 +257,15 @@ pub fn run(args: RunArgs) -> Result<String, ToolkitError> {
     loaded.check_overrides(&probe).map_err(|_| flag_error("--sweep", format!("`{swept}` is not a param of `{}`", args.file.display())))?;
     overrides.remove(&swept);
 
-    let previous = match (&args.out, args.resume) {
-        (Some(path), true) => resumed_points(path, &swept),
+    let previous: Vec<f64> = match (&args.out, args.resume) {
+        (Some(path), true) => resumed_lines(path, &point_params(&loaded, &overrides), Some(&swept))?
+            .iter()
+            .filter_map(|(line, _)| line["params"][&swept].as_f64())
+            .collect(),
         (None, true) => return Err(flag_error("--resume", "needs --out, the file to continue")),
         _ => Vec::new(),
     };
-    let already_done = |i: usize| previous.iter().any(|(x, _)| (x - values[i]).abs() <= 1e-12 * (1.0 + x.abs()));
+    let already_done = |i: usize| previous.iter().any(|&x| same_value(x, values[i]));
     let sink = match &args.out {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -276,8 +314,9 @@ pub fn run(args: RunArgs) -> Result<String, ToolkitError> {
         Format::Json => points.iter().map(|p| output::json_line(p) + "\n").collect(),
         Format::Csv => output::csv(&points),
     };
-    if !previous.is_empty() {
-        text.push_str(&format!("({} points resumed from {})\n", previous.len(), args.out.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
+    let resumed = (0..values.len()).filter(|&i| already_done(i)).count();
+    if resumed > 0 {
+        text.push_str(&format!("({resumed} points resumed from {})\n", args.out.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
     }
     if !failures.is_empty() {
         return Err(ToolkitError::Solve {
@@ -329,20 +368,59 @@ pub fn simulate(args: SimulateArgs) -> Result<String, ToolkitError> {
     let total = (values.len() * args.dimensions.len() * seeds.len()) as u64;
     let progress = ProgressBar::new(total);
     progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {elapsed_precise} (eta {eta})").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let swept = sweep.as_ref().map(|(name, _)| name.as_str());
+    let previous: Vec<SimulationResult> = match (&args.out, args.resume) {
+        (Some(path), true) => resumed_lines(path, &point_params(&loaded, &overrides), swept)?
+            .into_iter()
+            // Read from the text: it keeps the order of the reports.
+            .filter_map(|(_, text)| serde_json::from_str(&text).ok())
+            .collect(),
+        (None, true) => return Err(flag_error("--resume", "needs --out, the file to continue")),
+        _ => Vec::new(),
+    };
     let mut sink = match &args.out {
-        Some(path) => Some(std::fs::File::create(path).map_err(|e| flag_error("--out", format!("cannot write `{}`: {e}", path.display())))?),
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(args.resume)
+                .truncate(!args.resume)
+                .open(path)
+                .map_err(|e| flag_error("--out", format!("cannot write `{}`: {e}", path.display())))?,
+        ),
         None => None,
     };
     let mut results: Vec<SimulationResult> = Vec::new();
+    let mut resumed = 0;
     for value in &values {
         let mut point = overrides.clone();
-        if let (Some((name, _)), Some(x)) = (&sweep, value) {
-            point.insert(name.clone(), *x);
+        if let (Some(name), Some(x)) = (swept, value) {
+            point.insert(name.to_string(), *x);
         }
         let simulation = pipeline::simulation(&loaded, &point)?;
-        let params: indexmap::IndexMap<String, f64> =
-            loaded.all_params().into_iter().map(|p| (p.name.clone(), point.get(&p.name).copied().unwrap_or(p.default))).collect();
+        let params = point_params(&loaded, &point);
         for &d in &args.dimensions {
+            let done = previous.iter().find(|r| r.dimension == d && swept.is_none_or(|name| same_value(r.params[name], params[name])));
+            if let Some(done) = done {
+                if (done.seeds as u64, done.first_seed) != (args.seeds, args.first_seed) {
+                    return Err(flag_error(
+                        "--resume",
+                        format!(
+                            "`{}` has d = {d}{} with seeds {}..{}, this run asks for {}..{}: resume with the same --seeds and --first-seed, or write to another --out",
+                            args.out.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                            swept.map(|name| format!(", {name} = {}", params[name])).unwrap_or_default(),
+                            done.first_seed,
+                            done.first_seed + done.seeds as u64,
+                            args.first_seed,
+                            args.first_seed + args.seeds
+                        ),
+                    ));
+                }
+                progress.inc(args.seeds);
+                results.push(done.clone());
+                resumed += 1;
+                continue;
+            }
             let reports: Result<Vec<_>, _> = seeds
                 .par_iter()
                 .map(|&seed| {
@@ -361,11 +439,15 @@ pub fn simulate(args: SimulateArgs) -> Result<String, ToolkitError> {
         }
     }
     progress.finish_and_clear();
-    Ok(match args.format {
+    let mut text = match args.format {
         Format::Json => results.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect(),
         Format::Csv => output::simulation_csv(&results),
-        Format::Table => output::simulation_table(&results, sweep.as_ref().map(|s| s.0.as_str())),
-    })
+        Format::Table => output::simulation_table(&results, swept),
+    };
+    if resumed > 0 && args.format == Format::Table {
+        text.push_str(&format!("({resumed} of {} (point, d) results resumed from {})\n", results.len(), args.out.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
+    }
+    Ok(text)
 }
 
 pub fn compare(args: CompareArgs) -> Result<String, ToolkitError> {
@@ -386,19 +468,22 @@ pub fn compare(args: CompareArgs) -> Result<String, ToolkitError> {
         theory_values.dedup();
     }
     let theory_file = args.out.join("theory.jsonl");
-    let theory_text = run(RunArgs {
+    run(RunArgs {
         file: args.file.clone(),
         set: args.set.clone(),
         sweep: Some(format!("{swept}={}", theory_values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","))),
         format: Format::Json,
-        out: Some(theory_file),
-        resume: false,
+        out: Some(theory_file.clone()),
+        resume: args.resume,
         solver: args.solver.clone(),
         no_stability: true,
     })?;
+    // The file holds every solved point, the resumed ones included.
+    let theory_text = std::fs::read_to_string(&theory_file).map_err(|e| flag_error("--out", format!("cannot read `{}`: {e}", theory_file.display())))?;
     let theory: Vec<TheoryPoint> = theory_text
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|point| point["params"][&swept].as_f64().is_some_and(|x| theory_values.iter().any(|&v| same_value(x, v))))
         .map(|point| TheoryPoint {
             x: point["params"][&swept].as_f64().unwrap_or(f64::NAN),
             values: point["observables"]
@@ -418,6 +503,7 @@ pub fn compare(args: CompareArgs) -> Result<String, ToolkitError> {
         sweep: Some(format!("{swept}={}", values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","))),
         format: Format::Json,
         out: Some(simulation_file),
+        resume: args.resume,
     })?;
     let estimates = |reports: &serde_json::Value| -> Vec<(String, f64, f64, usize)> {
         reports
@@ -466,9 +552,18 @@ pub fn compare(args: CompareArgs) -> Result<String, ToolkitError> {
 }
 
 /// Standard error of each predicted observable at one solved point: the integration and
-/// solution errors (where the point has them) combined in quadrature.
+/// solution errors (where the point has them) and the solver's resolution, `solver_tolerance
+/// (1 + |value|)`, combined in quadrature. The resolution is what keeps a prediction that sits
+/// on a domain floor (an overlap of 1e-10 for an exact 0) from differing by millions of
+/// standard errors from a simulated 1e-16.
 fn prediction_errors(point: &serde_json::Value) -> Vec<(String, f64)> {
-    let mut squared: indexmap::IndexMap<String, f64> = indexmap::IndexMap::new();
+    let mut squared: IndexMap<String, f64> = IndexMap::new();
+    let tolerance = point["solver_tolerance"].as_f64().unwrap_or(0.0);
+    for (name, value) in point["observables"].as_object().into_iter().flatten() {
+        if let Some(v) = value.as_f64() {
+            squared.insert(name.clone(), (tolerance * (1.0 + v.abs())).powi(2));
+        }
+    }
     for kind in ["integration_error", "solution_error"] {
         for (name, error) in point[kind].as_object().into_iter().flatten() {
             if let Some(e) = error.as_f64() {
@@ -487,5 +582,24 @@ pub fn execute(cli: Cli) -> Result<String, ToolkitError> {
         Command::Compare(args) => compare(args),
         Command::Check { file } => check(&file),
         Command::Equations { file, latex } => equations(&file, latex),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prediction_errors;
+
+    #[test]
+    fn a_prediction_is_resolved_no_finer_than_the_solver_tolerance() {
+        let point = serde_json::json!({
+            "observables": { "q0": 1e-10, "eps0": 0.5 },
+            "integration_error": { "eps0": 3e-4 },
+            "solver_tolerance": 1e-8,
+        });
+        let errors: std::collections::HashMap<String, f64> = prediction_errors(&point).into_iter().collect();
+        // An overlap on its domain floor (1e-10 for an exact 0) is zero within the tolerance.
+        assert!((errors["q0"] - 1e-8 * (1.0 + 1e-10)).abs() < 1e-20);
+        // Elsewhere the resolution adds in quadrature to the integration error.
+        assert!((errors["eps0"] - (3e-4f64).hypot(1.5e-8)).abs() < 1e-15);
     }
 }

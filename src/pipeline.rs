@@ -170,6 +170,9 @@ pub struct PointResult {
     /// (solver setting `solution_error = 1`); absent otherwise.
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub solution_error: IndexMap<String, f64>,
+    /// The solver's stopping tolerance: `toolkit compare` counts `solver_tolerance (1 + |value|)`
+    /// as the resolution of every prediction.
+    pub solver_tolerance: f64,
     /// The selected point as a raw vector (warm starts along sweeps).
     #[serde(skip)]
     pub unknowns: Vec<f64>,
@@ -446,6 +449,7 @@ fn point_result(
         failed_starts: solution.failed.clone(),
         integration_error: solution.integration_error.iter().cloned().collect(),
         solution_error: solution.solution_error.iter().cloned().collect(),
+        solver_tolerance: solution.solver_tolerance,
         unknowns: selected.unknowns.clone(),
         all_fixed_points: std::iter::once(&solution.selected).chain(&solution.fixed_points).map(|f| (f.unknowns.clone(), f.free_energy)).collect(),
     }

@@ -80,6 +80,63 @@ fn a_sweep_streams_json_lines_and_resumes() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("4 points resumed"), "{stdout}");
     assert_eq!(std::fs::read_to_string(out).unwrap().lines().count(), 4);
+    // Points solved with other params are not mixed in.
+    let (ok, _, stderr) = toolkit(&["run", "models/ridge.lra", "--set", "lambda=1", "--sweep", "alpha=0.5:2:4", "--out", out, "--resume"]);
+    assert!(!ok);
+    assert!(stderr.contains("--resume") && stderr.contains("lambda = 0.1") && stderr.contains("lambda = 1"), "{stderr}");
+}
+
+#[test]
+fn a_simulation_resumes_only_what_it_can_continue() {
+    let dir = std::env::temp_dir().join(format!("toolkit-simulate-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("simulation.jsonl");
+    let out = out.to_str().unwrap();
+    let simulate = |extra: &[&str]| {
+        let mut args = vec!["simulate", "models/ridge.lra", "--d", "20", "--format", "json", "--out", out];
+        args.extend_from_slice(extra);
+        toolkit(&args)
+    };
+    let (ok, first, stderr) = simulate(&["--seeds", "3", "--sweep", "alpha=1,2"]);
+    assert!(ok, "{stderr}");
+    // Extending the sweep simulates only the new point and returns the earlier ones unchanged.
+    let (ok, extended, stderr) = simulate(&["--seeds", "3", "--sweep", "alpha=1,2,3", "--resume"]);
+    assert!(ok, "{stderr}");
+    assert!(extended.starts_with(&first), "{first}\n---\n{extended}");
+    assert_eq!(extended.lines().count(), 3);
+    assert_eq!(std::fs::read_to_string(out).unwrap().lines().count(), 3);
+    // Other seeds or other params would mix two experiments: refused, naming the flag.
+    let (ok, _, stderr) = simulate(&["--seeds", "4", "--sweep", "alpha=1,2", "--resume"]);
+    assert!(!ok);
+    assert!(stderr.contains("--resume") && stderr.contains("seeds 0..3") && stderr.contains("0..4"), "{stderr}");
+    let (ok, _, stderr) = simulate(&["--seeds", "3", "--set", "lambda=1", "--sweep", "alpha=1,2", "--resume"]);
+    assert!(!ok);
+    assert!(stderr.contains("--resume") && stderr.contains("lambda"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_resumed_comparison_reproduces_the_interrupted_one() {
+    let dir = std::env::temp_dir().join(format!("toolkit-compare-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let compare = |resume: bool| {
+        let mut args = vec!["compare", "models/ridge.lra", "--d", "20,40", "--seeds", "3", "--sweep", "alpha=1,2", "--out", out];
+        if resume {
+            args.push("--resume");
+        }
+        let (ok, stdout, stderr) = toolkit(&args);
+        assert!(ok, "{stderr}");
+        (stdout, std::fs::read_to_string(dir.join("comparison.csv")).unwrap())
+    };
+    let complete = compare(false);
+    // Interrupted after the theory and the first simulated point.
+    let simulation = dir.join("simulation.jsonl");
+    let first_line = std::fs::read_to_string(&simulation).unwrap().lines().next().unwrap().to_string();
+    std::fs::write(&simulation, first_line + "\n").unwrap();
+    assert_eq!(compare(true), complete);
+    assert_eq!(std::fs::read_to_string(&simulation).unwrap().lines().count(), 4);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! reports are programs over the measured overlaps.
 
 use num_dual::DualNum;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{run_chained_seed, run_seed, ColumnBlock, InitKind, NamedInit, Prior, SeedResult, SequenceLoss, SimError, SimSpec};
 use crate::eval::tape::{run_plain, RefArith};
@@ -169,11 +169,18 @@ pub fn simulate_seed(spec: &SimulationSpec, chained: Option<&SimulationSpec>, di
 }
 
 /// Mean, standard error and count over seeds.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Estimate {
+    #[serde(deserialize_with = "number_or_nan")]
     pub mean: f64,
+    #[serde(deserialize_with = "number_or_nan")]
     pub sem: f64,
     pub n: usize,
+}
+
+/// JSON writes a NaN (no finite value over the seeds) as `null`; it reads back as NaN.
+fn number_or_nan<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 impl Estimate {
@@ -185,12 +192,16 @@ impl Estimate {
 }
 
 /// Seed averages of one simulated point, in the shape `toolkit simulate --format json` prints.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SimulationResult {
     pub model: String,
     pub params: indexmap::IndexMap<String, f64>,
     pub dimension: usize,
     pub seeds: usize,
+    /// The first seed; the seeds are `first_seed..first_seed + seeds` (0 in files written
+    /// before it was recorded).
+    #[serde(default)]
+    pub first_seed: u64,
     /// Reports of the best run (lowest training objective over initialisations) per seed.
     pub observables: indexmap::IndexMap<String, Estimate>,
     /// The same reports for each initialisation separately.
@@ -231,6 +242,7 @@ pub fn summarise_seeds(spec: &SimulationSpec, model: String, params: indexmap::I
         params,
         dimension,
         seeds: seeds.len(),
+        first_seed: seeds.iter().map(|s| s.seed).min().unwrap_or(0),
         observables,
         inits,
         objective_spread: column(&|s: &SeedReports| Some(s.objective_spread)),

@@ -164,6 +164,9 @@ pub struct Solution {
     /// Standard error of the observables over solutions re-solved on each scramble of the
     /// free energy alone (empty unless `solution_error` is set and the energy has scrambles).
     pub solution_error: Vec<(String, f64)>,
+    /// The solver's stopping tolerance (fixed point: `tol`, relative change; Newton:
+    /// `residual_tol`): how finely the fixed point is resolved, whatever the integration rule.
+    pub solver_tolerance: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -395,7 +398,11 @@ pub fn solve_point(problem: &SaddleProblem, starts: &[(String, Vec<f64>)], optio
     let (observables, per_scramble) = problem.observables_with_scrambles(&selected.unknowns, free_energy.as_ref()).map_err(evaluation)?;
     let integration_error = integration_error(&observables, &per_scramble);
     let solution_error = if options.solution_error { solution_error(problem, &selected, &observables, options)? } else { Vec::new() };
-    Ok(Solution { selected, fixed_points, failed, terms, observables, integration_error, solution_error })
+    let solver_tolerance = match options.method {
+        Method::FixedPoint => options.tolerance,
+        Method::Newton => options.residual_tolerance,
+    };
+    Ok(Solution { selected, fixed_points, failed, terms, observables, integration_error, solution_error, solver_tolerance })
 }
 
 /// Integration error of the solution: the selected fixed point re-solved (warm) on each
