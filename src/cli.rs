@@ -1,14 +1,13 @@
-//! The command line (clap): `toolkit run | check | equations`. Flag values are validated
-//! here and errors name the flag.
+//! The command line (clap): `toolkit run | simulate | compare | check | equations`. Flag
+//! values are validated here and errors name the flag.
 
 use std::collections::BTreeMap;
-
-use indexmap::IndexMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use clap::{Parser, Subcommand};
+use indexmap::IndexMap;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::output::{self, Format};
@@ -400,7 +399,7 @@ pub fn simulate(args: SimulateArgs) -> Result<String, ToolkitError> {
         let simulation = pipeline::simulation(&loaded, &point)?;
         let params = point_params(&loaded, &point);
         for &d in &args.dimensions {
-            let done = previous.iter().find(|r| r.dimension == d && swept.is_none_or(|name| same_value(r.params[name], params[name])));
+            let done = previous.iter().find(|r| r.dimension == d && swept.is_none_or(|name| r.params.get(name).is_some_and(|&x| same_value(x, params[name]))));
             if let Some(done) = done {
                 if (done.seeds as u64, done.first_seed) != (args.seeds, args.first_seed) {
                     return Err(flag_error(
