@@ -13,8 +13,8 @@ toolkit=${TOOLKIT:-target/release/toolkit}
 mkdir -p validation/lora_alpha1 validation/lora_alpha0
 $toolkit compare models/lora.lra --d 100,200,400 --seeds 48 --set alpha0=8 --log-x --solver solution_error=1 \
   --sweep alpha1=0.25,0.5,1,2,4,8 --out validation/lora_alpha1 | tee validation/lora_alpha1/summary.txt
-# alpha0 = 1 is simulated only: its theory (a glassy stage 0, then stage 1) did not finish
-# within 50 minutes on two cores.
+# alpha0 = 1 is simulated only: its stage 0 selects the uninformative glassy branch and the
+# file's stage-1 iteration from it fails (an inner minimisation does not converge, about 20 s).
 $toolkit simulate models/lora.lra --d 100,200,400 --seeds 48 --set alpha1=2 --sweep alpha0=1,2,4,16 \
   --format json --out validation/lora_alpha0/simulation_with_alpha0_1.jsonl > /dev/null
 $toolkit compare models/lora.lra --d 100,200,400 --seeds 48 --set alpha1=2 --log-x --solver solution_error=1 \
