@@ -201,14 +201,35 @@ fn point_params(loaded: &pipeline::LoadedModel, overrides: &BTreeMap<String, f64
 }
 
 /// The result lines an earlier run wrote to `path` (for --resume; none if there is no file).
-/// Every line must have been computed with `params`, the swept param aside: a line that was
-/// not is an error, never a result silently mixed into this one. Lines that do not parse (a
-/// run killed while writing) are skipped, and their points computed again.
-fn resumed_lines(path: &Path, params: &IndexMap<String, f64>, swept: Option<&str>) -> Result<Vec<(serde_json::Value, String)>, ToolkitError> {
+/// Every line must have been computed with `params`, the swept param aside, and with the
+/// `--solver` settings `solver_settings` (simulations have none): a line that was not is an
+/// error, never a result silently mixed into this one. Lines that do not parse (a run killed
+/// while writing) are skipped, and their points computed again.
+fn resumed_lines(
+    path: &Path,
+    params: &IndexMap<String, f64>,
+    swept: Option<&str>,
+    solver_settings: &[String],
+) -> Result<Vec<(serde_json::Value, String)>, ToolkitError> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(Vec::new()) };
     let mut lines = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let found: Vec<&str> = value["solver_settings"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()).collect()).unwrap_or_default();
+        if found != solver_settings {
+            let shown = |settings: &[&str]| if settings.is_empty() { "no --solver settings".to_string() } else { format!("--solver {}", settings.join(" --solver ")) };
+            let expected: Vec<&str> = solver_settings.iter().map(String::as_str).collect();
+            return Err(flag_error(
+                "--resume",
+                format!(
+                    "line {} of `{}` was solved with {}, this run has {}: resume with the same --solver settings, or write to another --out",
+                    number + 1,
+                    path.display(),
+                    shown(&found),
+                    shown(&expected)
+                ),
+            ));
+        }
         for (name, &expected) in params.iter().filter(|(name, _)| Some(name.as_str()) != swept) {
             let found = value["params"][name].as_f64();
             if !found.is_some_and(|f| same_value(f, expected)) {
@@ -257,7 +278,7 @@ pub fn run(args: RunArgs) -> Result<String, ToolkitError> {
     overrides.remove(&swept);
 
     let previous: Vec<f64> = match (&args.out, args.resume) {
-        (Some(path), true) => resumed_lines(path, &point_params(&loaded, &overrides), Some(&swept))?
+        (Some(path), true) => resumed_lines(path, &point_params(&loaded, &overrides), Some(&swept), &options.result_settings())?
             .iter()
             .filter_map(|(line, _)| line["params"][&swept].as_f64())
             .collect(),
@@ -369,7 +390,7 @@ pub fn simulate(args: SimulateArgs) -> Result<String, ToolkitError> {
     progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {elapsed_precise} (eta {eta})").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let swept = sweep.as_ref().map(|(name, _)| name.as_str());
     let previous: Vec<SimulationResult> = match (&args.out, args.resume) {
-        (Some(path), true) => resumed_lines(path, &point_params(&loaded, &overrides), swept)?
+        (Some(path), true) => resumed_lines(path, &point_params(&loaded, &overrides), swept, &[])?
             .into_iter()
             // Read from the text: it keeps the order of the reports.
             .filter_map(|(_, text)| serde_json::from_str(&text).ok())

@@ -173,6 +173,10 @@ pub struct PointResult {
     /// The solver's stopping tolerance: `toolkit compare` counts `solver_tolerance (1 + |value|)`
     /// as the resolution of every prediction.
     pub solver_tolerance: f64,
+    /// The `--solver` settings the point was solved with, as `key=value` (`trace` aside, which
+    /// changes no result): `--resume` refuses to mix points solved with other settings.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub solver_settings: Vec<String>,
     /// The selected point as a raw vector (warm starts along sweeps).
     #[serde(skip)]
     pub unknowns: Vec<f64>,
@@ -217,6 +221,20 @@ fn flatten(value: &serde_json::Value) -> Vec<f64> {
 pub struct RunOptions {
     pub solver: Vec<(String, crate::syntax::SettingValue)>,
     pub stability: bool,
+}
+
+impl RunOptions {
+    /// The solver settings that can change a result, as `key=value` in the order given.
+    pub fn result_settings(&self) -> Vec<String> {
+        self.solver
+            .iter()
+            .filter(|(key, _)| key.rsplit('.').next() != Some("trace"))
+            .map(|(key, value)| match value {
+                crate::syntax::SettingValue::Number(x) => format!("{key}={x}"),
+                crate::syntax::SettingValue::Word(w) => format!("{key}={w}"),
+            })
+            .collect()
+    }
 }
 
 /// Check a model (and its imports) with default params, reporting every error.
@@ -268,7 +286,9 @@ pub fn solve(
     options: &RunOptions,
     warm: &[Vec<f64>],
 ) -> Result<PointResult, ToolkitError> {
-    solve_with_exports(loaded, overrides, options, warm, Stage::Main, &format!("{MAIN_STAGE}.")).map(|(result, _)| result)
+    let (mut result, _) = solve_with_exports(loaded, overrides, options, warm, Stage::Main, &format!("{MAIN_STAGE}."))?;
+    result.solver_settings = options.result_settings();
+    Ok(result)
 }
 
 /// The file being run, or a stage it imports. An imported stage contributes only its
@@ -450,6 +470,7 @@ fn point_result(
         integration_error: solution.integration_error.iter().cloned().collect(),
         solution_error: solution.solution_error.iter().cloned().collect(),
         solver_tolerance: solution.solver_tolerance,
+        solver_settings: Vec::new(),
         unknowns: selected.unknowns.clone(),
         all_fixed_points: std::iter::once(&solution.selected).chain(&solution.fixed_points).map(|f| (f.unknowns.clone(), f.free_energy)).collect(),
     }

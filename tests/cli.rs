@@ -84,6 +84,13 @@ fn a_sweep_streams_json_lines_and_resumes() {
     let (ok, _, stderr) = toolkit(&["run", "models/ridge.lra", "--set", "lambda=1", "--sweep", "alpha=0.5:2:4", "--out", out, "--resume"]);
     assert!(!ok);
     assert!(stderr.contains("--resume") && stderr.contains("lambda = 0.1") && stderr.contains("lambda = 1"), "{stderr}");
+    // Nor are points solved with other solver settings; `trace` changes no result.
+    let (ok, _, stderr) = toolkit(&["run", "models/ridge.lra", "--solver", "tol=1e-6", "--sweep", "alpha=0.5:2:4", "--out", out, "--resume"]);
+    assert!(!ok);
+    assert!(stderr.contains("--resume") && stderr.contains("no --solver settings") && stderr.contains("--solver tol=0.000001"), "{stderr}");
+    let (ok, stdout, stderr) = toolkit(&["run", "models/ridge.lra", "--solver", "trace=1", "--sweep", "alpha=0.5:2:4", "--out", out, "--resume"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("4 points resumed"), "{stdout}");
 }
 
 #[test]
